@@ -1,0 +1,141 @@
+"""Flags shared by every entrypoint, their validation, and the CLI wrapper.
+
+Training options are defined once here; ``sweep``, ``horizon``, ``gradients``
+and ``benchmark`` all read them, so a recipe carries from one tool to another.
+"""
+
+import importlib
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from palindrome_jax import cells
+from palindrome_jax import data
+from palindrome_jax import train
+from palindrome_jax import validation
+
+_DEFAULTS = train.RunConfig()
+
+CELLS = flags.DEFINE_string(
+    "cells", "rnn,lstm",
+    "Comma-separated cell names from the registry (built in: gru, irnn, lstm, "
+    "rnn; more with --cell_module).")
+CELL_MODULE = flags.DEFINE_string(
+    "cell_module", None,
+    "Python module to import before anything else, e.g. my_cells: it may "
+    "register cells with palindrome_jax.cells.register(name, cell).")
+SEEDS = flags.DEFINE_integer(
+    "seeds", 1, "Number of seeds per (cell, length); all train as one "
+    "compiled program.")
+SEED = flags.DEFINE_integer("seed", 42, "First seed; seeds are seed, seed+1, ...")
+TRAIN_STEPS = flags.DEFINE_integer("train_steps", _DEFAULTS.train_steps,
+                                   "Optimizer steps per run.")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size,
+                                  "Examples per training and test batch.")
+NUM_HIDDEN = flags.DEFINE_integer("num_hidden", _DEFAULTS.num_hidden,
+                                  "Hidden units of each cell.")
+LEARNING_RATE = flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate,
+                                   "Learning rate of the optimizer.")
+OPTIMIZER = flags.DEFINE_string("optimizer", _DEFAULTS.optimizer,
+                                "Optimizer after gradient clipping: adam or "
+                                "rmsprop.")
+LR_STEP_SIZE = flags.DEFINE_integer(
+    "lr_step_size", 0, "RMSprop only: multiply the learning rate by "
+    "--lr_gamma every this many steps (the original's StepLR); 0: constant.")
+LR_GAMMA = flags.DEFINE_float("lr_gamma", _DEFAULTS.lr_gamma,
+                              "Decay factor of --lr_step_size.")
+MAX_NORM = flags.DEFINE_float("max_norm", _DEFAULTS.max_norm,
+                              "Clip gradients to this global norm before the "
+                              "optimizer sees them.")
+ENCODING = flags.DEFINE_string(
+    "encoding", _DEFAULTS.encoding,
+    "Input encoding: scalar (the digit as one float, the original's) or "
+    "onehot (10 inputs).")
+EVAL_BATCHES = flags.DEFINE_integer("eval_batches", _DEFAULTS.eval_batches,
+                                    "Fresh test batches per evaluation.")
+LOG_EVERY = flags.DEFINE_integer(
+    "log_every", _DEFAULTS.log_every,
+    "Steps between log points; each chunk between two runs as one dispatch.")
+FORGET_BIAS = flags.DEFINE_float(
+    "forget_bias", _DEFAULTS.forget_bias,
+    "LSTM: initial forget-gate bias (0 as the original; 1.0 per Gers et al. "
+    "2000 / Jozefowicz et al. 2015).")
+CHRONO_T_MAX = flags.DEFINE_float(
+    "chrono_t_max", None,
+    "LSTM: chrono initialisation (Tallec & Ollivier 2018) with this T_max; "
+    "overrides --forget_bias.")
+UNROLL = flags.DEFINE_integer("unroll", _DEFAULTS.unroll,
+                              "Time steps unrolled per lax.scan iteration.")
+
+FLAGS = flags.FLAGS
+
+
+def import_cell_module() -> None:
+  """Imports ``--cell_module`` so the cells it registers can be named."""
+  if not CELL_MODULE.value:
+    return
+  if "" not in sys.path and "." not in sys.path:
+    sys.path.insert(0, "")  # Modules in the working directory, as python -m.
+  try:
+    importlib.import_module(CELL_MODULE.value)
+  except Exception as error:  # pylint: disable=broad-except
+    raise validation.FlagError(
+        "cell_module", f"cannot import {CELL_MODULE.value!r}: "
+        f"{type(error).__name__}: {error}") from None
+
+
+def cell_names() -> tuple[str, ...]:
+  import_cell_module()
+  return validation.name_list("cells", CELLS.value, cells.names())
+
+
+def seed_values() -> tuple[int, ...]:
+  if SEEDS.value < 1:
+    raise validation.FlagError("seeds", f"must be >= 1, got {SEEDS.value}")
+  if SEED.value < 0:
+    raise validation.FlagError("seed", f"must be >= 0, got {SEED.value}")
+  return tuple(range(SEED.value, SEED.value + SEEDS.value))
+
+
+def base_run_config(cell: str = "lstm", length: int = 5) -> train.RunConfig:
+  """A validated :class:`RunConfig` from the shared flags."""
+  validation.choice("encoding", ENCODING.value, data.ENCODINGS)
+  return validation.run_config(train.RunConfig(
+      cell=cell, length=length, batch_size=BATCH_SIZE.value,
+      num_hidden=NUM_HIDDEN.value, learning_rate=LEARNING_RATE.value,
+      optimizer=OPTIMIZER.value, max_norm=MAX_NORM.value,
+      lr_step_size=LR_STEP_SIZE.value, lr_gamma=LR_GAMMA.value,
+      encoding=ENCODING.value, train_steps=TRAIN_STEPS.value,
+      log_every=LOG_EVERY.value, eval_batches=EVAL_BATCHES.value,
+      forget_bias=FORGET_BIAS.value, chrono_t_max=CHRONO_T_MAX.value,
+      unroll=UNROLL.value))
+
+
+def _parse_flags(argv):
+  """absl's parser, with its errors as one line and exit status 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(main) -> None:
+  """``app.run(main)``; a :class:`FlagError` from ``main`` prints one line
+  (``error: --flag: problem``) and exits with status 2, no traceback."""
+
+  def wrapped(argv):
+    if len(argv) > 1:
+      print(f"error: unexpected arguments {' '.join(argv[1:])!r} "
+            "(flags are written --name=value)", file=sys.stderr)
+      sys.exit(2)
+    try:
+      return main(argv)
+    except validation.FlagError as error:
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(2)
+
+  logging.set_verbosity(logging.INFO)
+  app.run(wrapped, flags_parser=_parse_flags)

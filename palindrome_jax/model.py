@@ -1,0 +1,70 @@
+"""A cell unrolled over time with ``jax.lax.scan``, then a linear readout.
+
+The model returns logits (no softmax): the loss applies log-softmax itself.
+"""
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from palindrome_jax import cells as cells_lib
+from palindrome_jax.data import NUM_CLASSES
+
+Params = Any
+
+
+def init(key: jax.Array, cell: cells_lib.Cell, input_dim: int, hidden_dim: int,
+         num_classes: int = NUM_CLASSES) -> Params:
+  """``{"cell": ..., "readout": {"W", "b"}}``; readout as the original's."""
+  key_cell, key_out = jax.random.split(key)
+  return {
+      "cell": cell.init(key_cell, input_dim, hidden_dim),
+      "readout": {
+          "W": cells_lib.uniform_fan_in(key_out, (hidden_dim, num_classes)),
+          "b": jnp.zeros((num_classes,), jnp.float32),
+      },
+  }
+
+
+def unroll(cell: cells_lib.Cell, cell_params: Params, inputs_BxTxD: jax.Array,
+           hidden_dim: int, carry_offsets: Optional[Any] = None, unroll_steps: int = 1):
+  """Runs ``cell`` over time; returns ``(final carry, h_TxBxH)``.
+
+  ``carry_offsets``, a carry pytree with a leading time axis, is added to the
+  carry after each step: all zeros it changes nothing, and the gradient of the
+  loss with respect to it is ``dL/dcarry_t`` (see :mod:`gradients`).
+  """
+  batch_size = inputs_BxTxD.shape[0]
+  xs_TxBxD = jnp.swapaxes(inputs_BxTxD, 0, 1)
+  if cell.project is not None:
+    # Linear in x: one [T*B, D] x [D, G] matmul for all steps, out of the loop.
+    xs_TxBxD = cell.project(cell_params, xs_TxBxD)
+
+  def body(carry, xs):
+    x_t, offset_t = xs
+    carry, h_t = cell.step(cell_params, carry, x_t)
+    if offset_t is not None:
+      carry = jax.tree.map(jnp.add, carry, offset_t)
+    return carry, h_t
+
+  carry0 = cell.initial_carry(batch_size, hidden_dim)
+  return jax.lax.scan(body, carry0, (xs_TxBxD, carry_offsets),
+                      unroll=unroll_steps)
+
+
+def apply(cell: cells_lib.Cell, params: Params, inputs_BxTxD: jax.Array,
+          **unroll_kwargs) -> jax.Array:
+  """Logits ``[B, num_classes]`` from the last hidden state."""
+  hidden_dim = params["readout"]["W"].shape[0]
+  _, h_TxBxH = unroll(cell, params["cell"], inputs_BxTxD, hidden_dim,
+                      **unroll_kwargs)
+  return readout(params, h_TxBxH[-1])
+
+
+def readout(params: Params, h_BxH: jax.Array) -> jax.Array:
+  return h_BxH @ params["readout"]["W"] + params["readout"]["b"]
+
+
+def num_params(params: Params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))

@@ -1,0 +1,337 @@
+"""The sweep: every cell at every length and seed, with results that survive.
+
+Each (cell, length) trains all its seeds as one compiled program. The moment
+it finishes, each seed's row, training history and final parameters are
+written atomically under ``runs/`` and ``params/``; rerunning the same command
+skips what finished and trains the rest. Summary files (``results.json``,
+``results.csv``, ``results.md`` and the plots) are rebuilt from ``runs/`` at
+the end, so they always cover every finished run in the directory.
+"""
+
+import csv
+import dataclasses
+import io as std_io
+import math
+import os
+import time
+import traceback
+from typing import Any, Callable, Optional
+
+from absl import logging
+import flax.serialization
+import jax
+import numpy as np
+
+from palindrome_jax import io
+from palindrome_jax import train
+
+ROW_FIELDS = ("cell", "length", "seed", "status", "test_accuracy", "test_loss",
+              "final_train_loss", "final_train_accuracy", "train_steps",
+              "wall_seconds", "compile_seconds", "steps_per_second",
+              "num_params", "seeds_in_group")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  """The runs of a sweep: ``cells`` x ``lengths`` x ``seeds`` of ``base``."""
+
+  cells: tuple[str, ...] = ("rnn", "lstm")
+  lengths: tuple[int, ...] = (5, 10, 15, 20)
+  seeds: tuple[int, ...] = (42,)
+  base: train.RunConfig = train.RunConfig()
+  checkpoint_every: int = 0
+
+  def run_configs(self) -> list[train.RunConfig]:
+    return [dataclasses.replace(self.base, cell=c, length=n)
+            for c in self.cells for n in self.lengths]
+
+  def training_settings(self) -> dict[str, Any]:
+    """What must match for two sweeps to share a results directory."""
+    settings = dataclasses.asdict(self.base)
+    del settings["cell"], settings["length"]
+    return settings
+
+
+def run_name(cell: str, length: int, seed: int) -> str:
+  return f"{cell}_N{length}_seed{seed}"
+
+
+class ResultsDir:
+  """The layout of a results directory."""
+
+  def __init__(self, root: str):
+    self.root = root
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.root, *parts)
+
+  def run_file(self, cell: str, length: int, seed: int) -> str:
+    return self.path("runs", run_name(cell, length, seed) + ".json")
+
+  def params_file(self, cell: str, length: int, seed: int) -> str:
+    return self.path("params", run_name(cell, length, seed) + ".msgpack")
+
+  def checkpoint_file(self, cfg: train.RunConfig, seeds) -> str:
+    seed_part = "-".join(str(s) for s in seeds)
+    return self.path("checkpoints",
+                     f"{cfg.cell}_N{cfg.length}_seeds{seed_part}.msgpack")
+
+  def finished_run(self, cell: str, length: int, seed: int) -> Optional[dict]:
+    """The saved record of a run that finished (ok or diverged), else None."""
+    path = self.run_file(cell, length, seed)
+    if not os.path.exists(path):
+      return None
+    record = io.read_json(path)
+    return None if record["status"].startswith("error") else record
+
+  def all_runs(self) -> list[dict]:
+    runs_dir = self.path("runs")
+    if not os.path.isdir(runs_dir):
+      return []
+    records = [io.read_json(os.path.join(runs_dir, name))
+               for name in sorted(os.listdir(runs_dir))
+               if name.endswith(".json")]
+    return sorted(records, key=lambda r: (r["cell"], r["length"], r["seed"]))
+
+
+class ConfigMismatchError(ValueError):
+  """The results directory holds a sweep with other training settings."""
+
+
+def check_results_dir(sweep: SweepConfig, results: ResultsDir,
+                      overwrite: bool) -> None:
+  """Refuses to mix settings in one directory, unless ``overwrite``.
+
+  With ``overwrite`` the previous runs, parameters and checkpoints are removed.
+  """
+  config_path = results.path("config.json")
+  if not os.path.exists(config_path):
+    return
+  if overwrite:
+    import shutil  # pylint: disable=g-import-not-at-top
+    for sub in ("runs", "params", "checkpoints"):
+      shutil.rmtree(results.path(sub), ignore_errors=True)
+    return
+  previous = io.read_json(config_path).get("training_settings")
+  current = _jsonable(sweep.training_settings())
+  if previous != current:
+    changed = sorted(k for k in set(previous or {}) | set(current)
+                     if (previous or {}).get(k) != current.get(k))
+    raise ConfigMismatchError(
+        f"--results_dir={results.root} holds a sweep with other settings "
+        f"({', '.join(changed)}); use --overwrite to replace it or another "
+        "--results_dir")
+
+
+def _jsonable(value):
+  import json  # pylint: disable=g-import-not-at-top
+  return json.loads(json.dumps(value))
+
+
+def write_config(sweep: SweepConfig, results: ResultsDir) -> None:
+  previous = {}
+  if os.path.exists(results.path("config.json")):
+    previous = io.read_json(results.path("config.json"))
+  merged = lambda key, new: sorted(set(previous.get(key, [])) | set(new))
+  io.write_json(results.path("config.json"), {
+      "cells": merged("cells", sweep.cells),
+      "lengths": merged("lengths", sweep.lengths),
+      "seeds": merged("seeds", sweep.seeds),
+      "checkpoint_every": sweep.checkpoint_every,
+      "training_settings": _jsonable(sweep.training_settings()),
+      "jax_version": jax.__version__,
+      "backend": jax.default_backend(),
+      "devices": [str(d) for d in jax.devices()],
+  })
+
+
+def _row(group: train.GroupResult, seed_result: train.SeedResult,
+         num_params: int) -> dict[str, Any]:
+  cfg = group.config
+  return {
+      "cell": cfg.cell, "length": cfg.length, "seed": seed_result.seed,
+      "status": seed_result.status,
+      "test_accuracy": seed_result.test_accuracy,
+      "test_loss": seed_result.test_loss,
+      "final_train_loss": seed_result.final_train_loss,
+      "final_train_accuracy": seed_result.final_train_accuracy,
+      "train_steps": group.train_steps,
+      "wall_seconds": group.wall_seconds,
+      "compile_seconds": group.compile_seconds,
+      "steps_per_second": group.steps_per_second,
+      "num_params": num_params,
+      "seeds_in_group": len(group.seeds),
+      "history": seed_result.history,
+  }
+
+
+def _error_row(cfg: train.RunConfig, seed: int, error: BaseException) -> dict:
+  message = f"{type(error).__name__}: {error}".splitlines()[0]
+  row = {field: math.nan for field in ROW_FIELDS}
+  row.update(cell=cfg.cell, length=cfg.length, seed=seed,
+             status=f"error: {message}", train_steps=0, seeds_in_group=1,
+             history={"step": [], "loss": [], "accuracy": []})
+  return row
+
+
+def _format_seconds(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  minutes, secs = divmod(int(round(seconds)), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class _Progress:
+  """Logs which run, step, loss, accuracy, steps/s and ETAs."""
+
+  def __init__(self, groups: list[train.RunConfig]):
+    # Time per step grows with the length; weight the remaining work by it.
+    self.total_work = sum(c.train_steps * c.length for c in groups)
+    self.done_work = 0.0
+    self.num_groups = len(groups)
+    self.start = time.perf_counter()
+
+  def callback(self, index: int, cfg: train.RunConfig, seeds):
+    group_start = time.perf_counter()
+    work_before = self.done_work
+
+    def on_log(info):
+      step = info["step"]
+      self.done_work = work_before + step * cfg.length
+      run_elapsed = time.perf_counter() - group_start
+      run_eta = (info["steps_per_second"] and
+                 (cfg.train_steps - step) / info["steps_per_second"])
+      rate = self.done_work / max(time.perf_counter() - self.start, 1e-9)
+      sweep_eta = (self.total_work - self.done_work) / max(rate, 1e-9)
+      loss = np.asarray(info["loss"])
+      accuracy = np.asarray(info["accuracy"])
+      logging.info(
+          "[%d/%d] %s N=%d seeds=%s step %d/%d  loss %.4f  acc %.3f  "
+          "%.0f steps/s  run %s (ETA %s)  sweep ETA %s",
+          index + 1, self.num_groups, cfg.cell, cfg.length,
+          ",".join(map(str, seeds)), step, cfg.train_steps,
+          float(np.nanmean(loss)), float(np.nanmean(accuracy)),
+          info["steps_per_second"], _format_seconds(run_elapsed),
+          _format_seconds(run_eta), _format_seconds(sweep_eta))
+
+    def finish():
+      self.done_work = work_before + cfg.train_steps * cfg.length
+
+    return on_log, finish
+
+
+def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
+              train_fn: Callable[..., train.GroupResult] =
+              train.train_and_evaluate) -> list[dict]:
+  """Trains every run not yet finished in ``results_dir``; writes summaries.
+
+  Returns the rows of every run in the directory (see :data:`ROW_FIELDS`).
+  """
+  results = ResultsDir(results_dir)
+  check_results_dir(sweep, results, overwrite)
+  write_config(sweep, results)
+  groups = sweep.run_configs()
+  progress = _Progress(groups)
+  for index, cfg in enumerate(groups):
+    todo = tuple(s for s in sweep.seeds
+                 if results.finished_run(cfg.cell, cfg.length, s) is None)
+    on_log, finish = progress.callback(index, cfg, todo)
+    if not todo:
+      logging.info("[%d/%d] %s N=%d: all seeds finished earlier, skipped",
+                   index + 1, len(groups), cfg.cell, cfg.length)
+      finish()
+      continue
+    done = sorted(set(sweep.seeds) - set(todo))
+    if done:
+      logging.info("[%d/%d] %s N=%d: seeds %s finished earlier, skipped",
+                   index + 1, len(groups), cfg.cell, cfg.length, done)
+    checkpoint = (results.checkpoint_file(cfg, todo)
+                  if sweep.checkpoint_every else None)
+    try:
+      group = train_fn(cfg, todo, on_log=on_log, checkpoint_path=checkpoint,
+                       checkpoint_every=sweep.checkpoint_every)
+    except Exception as error:  # pylint: disable=broad-except
+      # One failing run (say, out of memory) must not cost the others.
+      logging.error("%s N=%d failed:\n%s", cfg.cell, cfg.length,
+                    traceback.format_exc())
+      for seed in todo:
+        io.write_json(results.run_file(cfg.cell, cfg.length, seed),
+                      _error_row(cfg, seed, error))
+      finish()
+      continue
+    finish()
+    num_params = sum(np.size(x) for x in
+                     jax.tree.leaves(group.seeds[0].params))
+    for seed_result in group.seeds:
+      io.atomic_write_bytes(
+          results.params_file(cfg.cell, cfg.length, seed_result.seed),
+          flax.serialization.msgpack_serialize(seed_result.params))
+      io.write_json(results.run_file(cfg.cell, cfg.length, seed_result.seed),
+                    _row(group, seed_result, num_params))
+    if checkpoint and os.path.exists(checkpoint):
+      os.remove(checkpoint)
+  rows = results.all_runs()
+  write_summaries(rows, results)
+  return rows
+
+
+def write_summaries(rows: list[dict], results: ResultsDir) -> str:
+  """``results.json``, ``results.csv``, ``results.md`` and the plots."""
+  from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
+  io.write_json(results.path("results.json"), rows)
+  buffer = std_io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, extrasaction="ignore")
+  writer.writeheader()
+  writer.writerows(rows)
+  io.atomic_write_text(results.path("results.csv"), buffer.getvalue())
+  table = summary_table(rows)
+  io.atomic_write_text(results.path("results.md"), table)
+  plots.accuracy_vs_length(rows, results.path("accuracy_vs_length.png"))
+  plots.training_curves(rows, results.path("training_curves.png"))
+  return table
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and x is not None and math.isfinite(x)
+
+
+def summary_table(rows: list[dict]) -> str:
+  """Markdown: test accuracy (%) per cell x length, mean ± std over seeds.
+
+  Runs that diverged or failed are counted beside the mean, never averaged in.
+  """
+  cells = sorted({r["cell"] for r in rows})
+  lengths = sorted({r["length"] for r in rows})
+  lines = ["Test accuracy (%), mean ± std over seeds",
+           "",
+           "| cell | " + " | ".join(f"N={n}" for n in lengths) + " |",
+           "|---|" + "---|" * len(lengths)]
+  for cell in cells:
+    entries = []
+    for n in lengths:
+      runs = [r for r in rows if r["cell"] == cell and r["length"] == n]
+      entries.append(_table_entry(runs))
+    lines.append(f"| {cell} | " + " | ".join(entries) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _table_entry(runs: list[dict]) -> str:
+  if not runs:
+    return "–"
+  ok = [100 * r["test_accuracy"] for r in runs
+        if r["status"] == "ok" and _is_number(r["test_accuracy"])]
+  diverged = sum(r["status"].startswith("diverged") for r in runs)
+  failed = sum(r["status"].startswith("error") for r in runs)
+  parts = []
+  if ok:
+    mean = float(np.mean(ok))
+    parts.append(f"{mean:.2f} ± {float(np.std(ok)):.2f}" if len(ok) > 1
+                 else f"{mean:.2f}")
+  if diverged:
+    parts.append(f"{diverged} diverged")
+  if failed:
+    parts.append(f"{failed} failed")
+  if len(ok) != len(runs) and ok:
+    parts[0] += f" (n={len(ok)})"
+  return ", ".join(parts)
