@@ -69,7 +69,28 @@ CHRONO_T_MAX = flags.DEFINE_float(
 UNROLL = flags.DEFINE_integer("unroll", _DEFAULTS.unroll,
                               "Time steps unrolled per lax.scan iteration.")
 
+CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0,
+    "On CPU, expose this many devices so independent runs use every core "
+    "(one run per device); 0: one per core. Ignored on GPU/TPU.")
+
 FLAGS = flags.FLAGS
+
+
+def configure_devices() -> list:
+  """Applies --cpu_devices (before JAX starts its backends) and returns the
+  devices of the default backend."""
+  import os  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  if CPU_DEVICES.value < 0:
+    raise validation.FlagError("cpu_devices",
+                               f"must be >= 0, got {CPU_DEVICES.value}")
+  count = CPU_DEVICES.value or os.cpu_count() or 1
+  jax.config.update("jax_num_cpu_devices", count)
+  devices = jax.devices()
+  logging.info("JAX %s on %d device(s): %s", jax.__version__, len(devices),
+               devices)
+  return devices
 
 
 def import_cell_module() -> None:

@@ -6,8 +6,6 @@ Rerunning the same command in the same --results_dir skips finished runs.
 """
 
 from absl import flags
-from absl import logging
-import jax
 
 from experiments import common
 from palindrome_jax import sweep
@@ -33,9 +31,6 @@ def main(argv):
   cells = common.cell_names()
   lengths = validation.int_list("lengths", LENGTHS.value, minimum=1)
   base = common.base_run_config()
-  for cell in cells:
-    common.validation.run_config(base.__class__(**{**base.__dict__,
-                                                   "cell": cell}))
   validation.positive("checkpoint_every", CHECKPOINT_EVERY.value,
                       allow_zero=True)
   if CHECKPOINT_EVERY.value % base.log_every:
@@ -46,9 +41,10 @@ def main(argv):
                              seeds=common.seed_values(), base=base,
                              checkpoint_every=CHECKPOINT_EVERY.value)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
-  logging.info("JAX %s on %s", jax.__version__, jax.devices())
+  devices = common.configure_devices()
   try:
-    rows = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value)
+    rows = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,
+                           devices=devices)
   except sweep.ConfigMismatchError as error:
     raise validation.FlagError("results_dir", str(error).split(": ", 1)[-1])
   print(sweep.summary_table(rows))

@@ -56,6 +56,12 @@ def uniform_fan_in(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
+def sigmoid(x: jax.Array) -> jax.Array:
+  """The logistic function as ``(1 + tanh(x / 2)) / 2``: the same values, and
+  XLA's CPU tanh is cheaper than its ``logistic``."""
+  return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
 def project_input(params: Params, x: jax.Array) -> jax.Array:
   """``x @ W_x``: the input's contribution to every gate, for any leading axes."""
   return x @ params["W_x"]
@@ -137,8 +143,8 @@ def lstm_step(params: Params, carry, u_Bx4H: jax.Array):
   c_BxH, h_BxH = carry
   z_Bx4H = u_Bx4H + h_BxH @ params["W_h"] + params["b"]
   i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
-  c_BxH = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
-  h_BxH = jax.nn.sigmoid(o) * jnp.tanh(c_BxH)
+  c_BxH = sigmoid(f) * c_BxH + sigmoid(i) * jnp.tanh(g)
+  h_BxH = sigmoid(o) * jnp.tanh(c_BxH)
   return (c_BxH, h_BxH), h_BxH
 
 
@@ -156,8 +162,8 @@ def gru_step(params: Params, h_BxH: jax.Array, u_Bx3H: jax.Array):
   hidden = h_BxH.shape[-1]
   rec_Bx3H = h_BxH @ params["W_h"]
   u_Bx3H = u_Bx3H + params["b"]
-  r = jax.nn.sigmoid(u_Bx3H[:, :hidden] + rec_Bx3H[:, :hidden])
-  z = jax.nn.sigmoid(u_Bx3H[:, hidden:2 * hidden]
+  r = sigmoid(u_Bx3H[:, :hidden] + rec_Bx3H[:, :hidden])
+  z = sigmoid(u_Bx3H[:, hidden:2 * hidden]
                      + rec_Bx3H[:, hidden:2 * hidden])
   n = jnp.tanh(u_Bx3H[:, 2 * hidden:]
                + r * (rec_Bx3H[:, 2 * hidden:] + params["b_hn"]))

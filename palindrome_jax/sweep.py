@@ -8,14 +8,17 @@ skips what finished and trains the rest. Summary files (``results.json``,
 the end, so they always cover every finished run in the directory.
 """
 
+from concurrent import futures
 import csv
 import dataclasses
 import io as std_io
 import math
 import os
+import queue
+import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
 import flax.serialization
@@ -188,22 +191,28 @@ class _Progress:
   def __init__(self, groups: list[train.RunConfig]):
     # Time per step grows with the length; weight the remaining work by it.
     self.total_work = sum(c.train_steps * c.length for c in groups)
-    self.done_work = 0.0
     self.num_groups = len(groups)
     self.start = time.perf_counter()
+    self.lock = threading.Lock()
+    self.finished = {}  # Group index -> its work, once finished.
+    self.running = {}  # Group index -> its work so far.
+
+  def _done_work(self) -> float:
+    return sum(self.finished.values()) + sum(self.running.values())
 
   def callback(self, index: int, cfg: train.RunConfig, seeds):
     group_start = time.perf_counter()
-    work_before = self.done_work
 
     def on_log(info):
       step = info["step"]
-      self.done_work = work_before + step * cfg.length
+      with self.lock:
+        self.running[index] = step * cfg.length
+        done_work = self._done_work()
       run_elapsed = time.perf_counter() - group_start
       run_eta = (info["steps_per_second"] and
                  (cfg.train_steps - step) / info["steps_per_second"])
-      rate = self.done_work / max(time.perf_counter() - self.start, 1e-9)
-      sweep_eta = (self.total_work - self.done_work) / max(rate, 1e-9)
+      rate = done_work / max(time.perf_counter() - self.start, 1e-9)
+      sweep_eta = (self.total_work - done_work) / max(rate, 1e-9)
       loss = np.asarray(info["loss"])
       accuracy = np.asarray(info["accuracy"])
       logging.info(
@@ -216,41 +225,49 @@ class _Progress:
           _format_seconds(run_eta), _format_seconds(sweep_eta))
 
     def finish():
-      self.done_work = work_before + cfg.train_steps * cfg.length
+      with self.lock:
+        self.running.pop(index, None)
+        self.finished[index] = cfg.train_steps * cfg.length
 
     return on_log, finish
 
 
 def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
+              devices: Optional[Sequence[jax.Device]] = None,
               train_fn: Callable[..., train.GroupResult] =
               train.train_and_evaluate) -> list[dict]:
   """Trains every run not yet finished in ``results_dir``; writes summaries.
 
-  Returns the rows of every run in the directory (see :data:`ROW_FIELDS`).
+  With several ``devices`` (default: all of the default backend), a group's
+  seeds are split over them when they divide evenly; otherwise whole groups
+  run concurrently, one per device (on a CPU forced to expose one device per
+  core, that puts every core to work). Returns the rows of every run in the
+  directory (see :data:`ROW_FIELDS`).
   """
   results = ResultsDir(results_dir)
   check_results_dir(sweep, results, overwrite)
   write_config(sweep, results)
+  devices = list(devices or jax.devices())
   groups = sweep.run_configs()
   progress = _Progress(groups)
-  for index, cfg in enumerate(groups):
+
+  def run_group(index: int, cfg: train.RunConfig, group_devices) -> None:
     todo = tuple(s for s in sweep.seeds
                  if results.finished_run(cfg.cell, cfg.length, s) is None)
     on_log, finish = progress.callback(index, cfg, todo)
-    if not todo:
-      logging.info("[%d/%d] %s N=%d: all seeds finished earlier, skipped",
-                   index + 1, len(groups), cfg.cell, cfg.length)
-      finish()
-      continue
     done = sorted(set(sweep.seeds) - set(todo))
     if done:
       logging.info("[%d/%d] %s N=%d: seeds %s finished earlier, skipped",
                    index + 1, len(groups), cfg.cell, cfg.length, done)
+    if not todo:
+      finish()
+      return
     checkpoint = (results.checkpoint_file(cfg, todo)
                   if sweep.checkpoint_every else None)
     try:
       group = train_fn(cfg, todo, on_log=on_log, checkpoint_path=checkpoint,
-                       checkpoint_every=sweep.checkpoint_every)
+                       checkpoint_every=sweep.checkpoint_every,
+                       devices=group_devices)
     except Exception as error:  # pylint: disable=broad-except
       # One failing run (say, out of memory) must not cost the others.
       logging.error("%s N=%d failed:\n%s", cfg.cell, cfg.length,
@@ -259,7 +276,7 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
         io.write_json(results.run_file(cfg.cell, cfg.length, seed),
                       _error_row(cfg, seed, error))
       finish()
-      continue
+      return
     finish()
     num_params = sum(np.size(x) for x in
                      jax.tree.leaves(group.seeds[0].params))
@@ -271,6 +288,27 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
                     _row(group, seed_result, num_params))
     if checkpoint and os.path.exists(checkpoint):
       os.remove(checkpoint)
+
+  if len(devices) == 1 or len(sweep.seeds) % len(devices) == 0:
+    for index, cfg in enumerate(groups):
+      run_group(index, cfg, devices)
+  else:
+    # One group per device at a time; each worker thread owns one device.
+    free = queue.SimpleQueue()
+    for device in devices:
+      free.put(device)
+
+    def on_free_device(index, cfg):
+      device = free.get()
+      try:
+        run_group(index, cfg, [device])
+      finally:
+        free.put(device)
+
+    with futures.ThreadPoolExecutor(len(devices)) as pool:
+      for job in [pool.submit(on_free_device, i, c)
+                  for i, c in enumerate(groups)]:
+        job.result()
   rows = results.all_runs()
   write_summaries(rows, results)
   return rows

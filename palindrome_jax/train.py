@@ -7,10 +7,12 @@ a chunk of steps so one dispatch runs every step between two log points, and
 """
 
 import dataclasses
+import json
 import math
+import os
 import time
 import zlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
 import flax.serialization
@@ -22,6 +24,7 @@ import optax
 
 from palindrome_jax import cells as cells_lib
 from palindrome_jax import data
+from palindrome_jax import io
 from palindrome_jax import model
 
 OPTIMIZERS = ("adam", "rmsprop")
@@ -210,46 +213,58 @@ def _stack_keys(seeds, cfg: RunConfig) -> tuple[jax.Array, jax.Array, jax.Array]
   return tuple(jnp.stack(k) for k in zip(*keys))
 
 
+def seed_sharding(devices: Sequence[jax.Device], num_seeds: int):
+  """Where the seed axis lives: one device, or split evenly over several.
+
+  Seeds are independent, so splitting them over devices needs no
+  communication; with fewer seeds than devices (or an uneven split) the whole
+  group stays on the first device.
+  """
+  if len(devices) > 1 and num_seeds % len(devices) == 0:
+    mesh = jax.sharding.Mesh(np.array(devices), ("seeds",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
+  return jax.sharding.SingleDeviceSharding(devices[0])
+
+
 def train_and_evaluate(
-    cfg: RunConfig, seeds: tuple[int, ...],
+    cfg: RunConfig, seeds: Sequence[int],
     on_log: Optional[Callable[[dict], None]] = None,
     checkpoint_path: Optional[str] = None,
-    checkpoint_every: int = 0) -> GroupResult:
+    checkpoint_every: int = 0,
+    devices: Optional[Sequence[jax.Device]] = None) -> GroupResult:
   """Trains ``cfg`` for every seed at once and evaluates each on fresh data.
 
   ``on_log`` is called after every chunk with the step, per-seed loss and
   accuracy, and the throughput. A seed whose loss or parameters turn
   non-finite is marked ``diverged at step K``; training stops once all have.
   With ``checkpoint_path``, the state is saved every ``checkpoint_every``
-  steps and a run finds and continues from its last checkpoint.
+  steps and a run finds and continues from its last checkpoint. ``devices``
+  (default: the first device) hold the seeds, see :func:`seed_sharding`.
   """
   wall_start = time.perf_counter()
   seeds = tuple(seeds)
-  init_keys, train_keys, eval_keys = _stack_keys(seeds, cfg)
-  compile_seconds = 0.0
+  sharding = seed_sharding(devices or jax.devices()[:1], len(seeds))
+  init_keys, train_keys, eval_keys = jax.device_put(
+      _stack_keys(seeds, cfg), sharding)
 
   t = time.perf_counter()
-  state = _init_seeds(init_keys, train_keys, cfg)
-  state = jax.block_until_ready(state)
-  compile_seconds += time.perf_counter() - t  # Init is nearly all compile.
+  state = jax.block_until_ready(_init_seeds(init_keys, train_keys, cfg))
+  compile_seconds = time.perf_counter() - t  # Init is nearly all compile.
 
   history = {"step": [], "loss": [], "accuracy": []}
   diverged_at = [None] * len(seeds)
   if checkpoint_path:
-    restored = _restore_checkpoint(checkpoint_path, state, history, seeds,
-                                   diverged_at)
+    restored = _restore_checkpoint(checkpoint_path, state)
     if restored is not None:
-      state = restored
-      logging.info("resumed %s N=%d from step %d", cfg.cell, cfg.length,
-                   int(state.step[0]))
+      state, history, diverged_at = restored
+      logging.info("%s N=%d: continuing from the checkpoint at step %d",
+                   cfg.cell, cfg.length, int(state.step[0]))
 
   compiled = {}
   run_seconds = 0.0
   steps_run = 0
-  while True:
-    step = int(state.step[0])
-    if step >= cfg.train_steps or all(d is not None for d in diverged_at):
-      break
+  step = int(state.step[0])
+  while step < cfg.train_steps and None in diverged_at:
     num_steps = min(cfg.log_every, cfg.train_steps - step)
     if num_steps not in compiled:
       t = time.perf_counter()
@@ -262,10 +277,10 @@ def train_and_evaluate(
     steps_run += num_steps
     step += num_steps
     for i, seed in enumerate(seeds):
-      if diverged_at[i] is None and (stats["first_nonfinite_step"][i] >= 0
+      bad_step = int(stats["first_nonfinite_step"][i])
+      if diverged_at[i] is None and (bad_step >= 0
                                      or not stats["params_finite"][i]):
-        bad = int(stats["first_nonfinite_step"][i])
-        diverged_at[i] = bad if bad >= 0 else step
+        diverged_at[i] = bad_step if bad_step >= 0 else step
         logging.warning("%s N=%d seed %d diverged at step %d", cfg.cell,
                         cfg.length, seed, diverged_at[i])
     history["step"].append(step)
@@ -276,57 +291,60 @@ def train_and_evaluate(
               "accuracy": stats["accuracy"],
               "steps_per_second": steps_run / max(run_seconds, 1e-9)})
     if checkpoint_path and checkpoint_every and (
-        step % checkpoint_every == 0 or step == cfg.train_steps):
+        step % checkpoint_every == 0 and step < cfg.train_steps):
       _save_checkpoint(checkpoint_path, state, history, diverged_at)
 
-  t = time.perf_counter()
+  # Evaluation compiles and runs in one go; it is small beside training.
   evaluation = jax.device_get(_evaluate_seeds(state.params, eval_keys, cfg))
-  # Evaluation's compile and run are not split; it is small beside training.
-  compile_seconds += 0.0
-  eval_seconds = time.perf_counter() - t
-  del eval_seconds
   params = jax.device_get(state.params)
-
   results = []
   for i, seed in enumerate(seeds):
     status = ("ok" if diverged_at[i] is None
               else f"diverged at step {diverged_at[i]}")
+    last = lambda rows, i=i: rows[-1][i] if rows else math.nan
     results.append(SeedResult(
         seed=seed, status=status,
         test_accuracy=float(evaluation["accuracy"][i]),
         test_loss=float(evaluation["loss"][i]),
-        final_train_loss=history["loss"][-1][i] if history["loss"] else math.nan,
-        final_train_accuracy=(history["accuracy"][-1][i]
-                              if history["accuracy"] else math.nan),
+        final_train_loss=last(history["loss"]),
+        final_train_accuracy=last(history["accuracy"]),
         history={"step": list(history["step"]),
                  "loss": [row[i] for row in history["loss"]],
                  "accuracy": [row[i] for row in history["accuracy"]]},
         params=jax.tree.map(lambda x, i=i: x[i], params)))
   return GroupResult(
-      config=cfg, seeds=results, train_steps=int(state.step[0]),
+      config=cfg, seeds=results, train_steps=step,
       wall_seconds=time.perf_counter() - wall_start,
       compile_seconds=compile_seconds,
       steps_per_second=steps_run / max(run_seconds, 1e-9))
 
 
+# Checkpoints: the training state (less the optimizer's functions, which the
+# config rebuilds), the history so far and which seeds diverged, in one
+# msgpack file written atomically.
+
+
 def _save_checkpoint(path, state, history, diverged_at) -> None:
-  from palindrome_jax import io  # pylint: disable=g-import-not-at-top
-  payload = {"state": jax.device_get(state.replace(tx=None)),
-             "history": history, "diverged_at": diverged_at}
-  io.atomic_write_bytes(path, flax.serialization.msgpack_serialize(
-      flax.serialization.to_state_dict(payload)))
+  payload = {
+      "state": flax.serialization.to_state_dict(
+          jax.device_get(state.replace(tx=None))),
+      "history": json.dumps(history),
+      "diverged_at": json.dumps(diverged_at),
+  }
+  io.atomic_write_bytes(path, flax.serialization.msgpack_serialize(payload))
 
 
-def _restore_checkpoint(path, state, history, seeds, diverged_at):
-  import os  # pylint: disable=g-import-not-at-top
+def _restore_checkpoint(path, state):
+  """``(state, history, diverged_at)`` from ``path``, or None if absent."""
   if not os.path.exists(path):
     return None
   with open(path, "rb") as f:
-    raw = flax.serialization.msgpack_restore(f.read())
-  del seeds
+    payload = flax.serialization.msgpack_restore(f.read())
+  template = state.replace(tx=None)
   restored = flax.serialization.from_state_dict(
-      jax.device_get(state.replace(tx=None)), raw["state"])
-  history.update({k: list(v) for k, v in raw["history"].items()})
-  diverged_at[:] = [None if d is None else int(d)
-                    for d in raw["diverged_at"]]
-  return restored.replace(tx=state.tx)
+      jax.device_get(template), payload["state"])
+  # Back onto the devices (and sharding) the fresh state lives on.
+  restored = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
+                          restored, template)
+  return (restored.replace(tx=state.tx), json.loads(payload["history"]),
+          json.loads(payload["diverged_at"]))
