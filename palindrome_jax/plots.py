@@ -1,4 +1,6 @@
-"""Figures from result rows (see :mod:`palindrome_jax.sweep`)."""
+"""Figures: a sweep's result rows (:mod:`palindrome_jax.sweep`), a horizon
+search (:mod:`palindrome_jax.horizon`) and gradient profiles
+(:mod:`palindrome_jax.gradients`)."""
 
 import math
 from typing import Any
@@ -7,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from palindrome_jax.data import NUM_CLASSES
@@ -78,9 +81,8 @@ def training_curves(rows: list[dict], path: str) -> None:
         continue
       steps = min((r["history"]["step"] for r in runs), key=len)
       k = len(steps)
-      loss = np.nanmean([_floats(r["history"]["loss"][:k]) for r in runs], 0)
-      acc = np.nanmean([_floats(r["history"]["accuracy"][:k]) for r in runs],
-                       0)
+      loss = _mean_over_runs([r["history"]["loss"][:k] for r in runs])
+      acc = _mean_over_runs([r["history"]["accuracy"][:k] for r in runs])
       axes[0, col].plot(steps, loss, color=color, label=f"N={n}")
       axes[1, col].plot(steps, 100 * acc, color=color, label=f"N={n}")
     axes[0, col].set_title(cell)
@@ -91,11 +93,116 @@ def training_curves(rows: list[dict], path: str) -> None:
       ax.grid(alpha=0.3)
   axes[0, 0].set_ylabel("train loss (chunk mean)")
   axes[1, 0].set_ylabel("train accuracy (%)")
-  axes[0, -1].legend(fontsize="small")
+  if lengths and any(ax.lines for ax in axes[0]):
+    next(ax for ax in axes[0] if ax.lines).legend(fontsize="small")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
+def _mean_over_runs(curves) -> np.ndarray:
+  """Mean curve over runs, ignoring non-finite points (NaN where all are)."""
+  values = np.array([_floats(c) for c in curves])
+  finite = np.isfinite(values)
+  counts = finite.sum(0)
+  sums = np.where(finite, values, 0.0).sum(0)
+  return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def _floats(values) -> np.ndarray:
   return np.array([math.nan if v is None else v for v in values], float)
+
+
+def horizon(content: dict[str, Any], path: str) -> None:
+  """Mean test accuracy against N (log scale) for every cell of a horizon
+  search (see :mod:`palindrome_jax.horizon`): seeds as dots, the threshold
+  dashed, each cell's horizon a star."""
+  settings = content["settings"]
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  lengths_all = set()
+  for cell, entry in content["cells"].items():
+    evaluations = sorted(entry["evaluations"], key=lambda e: e["length"])
+    if not evaluations:
+      continue
+    lengths = [e["length"] for e in evaluations]
+    lengths_all.update(lengths)
+    means = [100 * _nan_if_none(e["mean_accuracy"]) for e in evaluations]
+    found = entry.get("horizon")
+    if "message" not in entry or entry["message"].startswith("error"):
+      label = f"{cell} (unfinished)"
+    elif found is None:
+      label = f"{cell} (horizon < {settings['min_length']})"
+    elif found == settings["max_length"]:
+      label = f"{cell} (horizon ≥ {found})"
+    else:
+      label = f"{cell} (horizon {found})"
+    line, = ax.plot(lengths, means, marker="o", label=label)
+    if len(settings["seeds"]) > 1:
+      for e in evaluations:
+        accs = [100 * _nan_if_none(a) for a in e["accuracies"]]
+        ax.scatter([e["length"]] * len(accs), accs, s=10, alpha=0.5,
+                   color=line.get_color())
+    if found is not None:
+      ax.scatter([found], [means[lengths.index(found)]], marker="*", s=220,
+                 color=line.get_color(), edgecolor="black", zorder=4)
+  ax.axhline(100 * settings["threshold"], color="black", linestyle="--",
+             linewidth=1, label=f"threshold {100 * settings['threshold']:g}%")
+  ax.axhline(100 / NUM_CLASSES, color="gray", linestyle=":", label="chance")
+  ax.set_xscale("log")
+  ax.set_xlim(settings["min_length"] / 1.2, settings["max_length"] * 1.2)
+  if lengths_all:
+    ax.set_xticks(sorted(lengths_all))
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    plt.setp(ax.get_xticklabels(), rotation=90 if len(lengths_all) > 12 else 0)
+  seeds = len(settings["seeds"])
+  ax.set_xlabel("palindrome length N (log scale; the lengths tried)")
+  ax.set_ylabel("test accuracy (%)")
+  ax.set_ylim(-3, 103)
+  ax.set_title(f"Memory horizon: {settings['training']['train_steps']} steps, "
+               f"{seeds} seed{'s' * (seeds > 1)}"
+               + (" (mean, seeds as dots)" if seeds > 1 else ""))
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def gradient_norms(results: dict[str, Any], path: str) -> None:
+  """Mean ``||dl/dcarry_t||`` against t (log scale) for every cell, at
+  initialisation (dashed) and after training (solid); see
+  :mod:`palindrome_jax.gradients`. Shows the whole carry ("total") where the
+  carry has more than ``h``."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  length = results["length"]
+  steps = np.arange(length)
+  for cell, profile in results["cells"].items():
+    part = "total" if "total" in profile["init"] else "h"
+    init = _floats(profile["init"][part])
+    trained = _floats(profile["trained"][part])
+    accuracy = np.mean([s["test_accuracy"] for s in profile["seeds"]])
+    line, = ax.plot(steps, _positive(trained), marker=".",
+                    label=f"{cell} (trained, {100 * accuracy:.0f}% test)")
+    ax.plot(steps, _positive(init), linestyle="--", color=line.get_color(),
+            label=f"{cell} (initial)")
+  ax.set_yscale("log")
+  ax.set_xlabel("time step t (t=0 reads the digit to remember)")
+  ax.set_ylabel("mean ||dloss / dcarry_t||")
+  seeds = len(results["seeds"])
+  ax.set_title(f"How much the loss depends on the state at t (N={length}, "
+               f"{seeds} seed{'s' * (seeds > 1)})")
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _nan_if_none(value) -> float:
+  return math.nan if value is None else value
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+  """Zeros (say, an underflowed gradient) are left out of a log-scale plot."""
+  return np.where(values > 0, values, math.nan)

@@ -177,6 +177,13 @@ def _error_row(cfg: train.RunConfig, seed: int, error: BaseException) -> dict:
   return row
 
 
+def _finite_mean(values) -> float:
+  """Mean over the seeds that have not diverged (NaN if none)."""
+  values = np.asarray(values, float)
+  finite = values[np.isfinite(values)]
+  return float(finite.mean()) if finite.size else math.nan
+
+
 def _format_seconds(seconds: float) -> str:
   if not math.isfinite(seconds):
     return "?"
@@ -213,14 +220,14 @@ class _Progress:
                  (cfg.train_steps - step) / info["steps_per_second"])
       rate = done_work / max(time.perf_counter() - self.start, 1e-9)
       sweep_eta = (self.total_work - done_work) / max(rate, 1e-9)
-      loss = np.asarray(info["loss"])
-      accuracy = np.asarray(info["accuracy"])
+      loss = _finite_mean(info["loss"])
+      accuracy = _finite_mean(info["accuracy"])
       logging.info(
           "[%d/%d] %s N=%d seeds=%s step %d/%d  loss %.4f  acc %.3f  "
           "%.0f steps/s  run %s (ETA %s)  sweep ETA %s",
           index + 1, self.num_groups, cfg.cell, cfg.length,
           ",".join(map(str, seeds)), step, cfg.train_steps,
-          float(np.nanmean(loss)), float(np.nanmean(accuracy)),
+          loss, accuracy,
           info["steps_per_second"], _format_seconds(run_elapsed),
           _format_seconds(run_eta), _format_seconds(sweep_eta))
 

@@ -1,0 +1,53 @@
+r"""Reloads a sweep's saved parameters and reports their test accuracy.
+
+    python -m experiments.evaluate --results_dir=results --lengths=10,12,15
+
+Without --lengths each run is tested at the length it trained on.
+"""
+
+import os
+
+from absl import flags
+
+from experiments import common
+from palindrome_jax import cells as cells_lib
+from palindrome_jax import evaluate
+from palindrome_jax import io
+from palindrome_jax import validation
+
+RESULTS_DIR = flags.DEFINE_string("results_dir", "results",
+                                  "A directory written by experiments.sweep.")
+LENGTHS = flags.DEFINE_string(
+    "lengths", None,
+    "Comma-separated lengths N to test at; default: each run's own.")
+
+
+def main(argv):
+  del argv
+  common.import_cell_module()
+  results_dir = RESULTS_DIR.value
+  if not os.path.exists(os.path.join(results_dir, "config.json")):
+    raise validation.FlagError("results_dir",
+                               f"{results_dir!r} holds no sweep results")
+  lengths = (validation.int_list("lengths", LENGTHS.value)
+             if LENGTHS.value is not None else None)
+  cells = (common.cell_names() if common.FLAGS["cells"].present else None)
+  missing = [c for c in io.read_json(os.path.join(
+      results_dir, "config.json"))["cells"] if c not in cells_lib.names()]
+  if missing:
+    raise validation.FlagError(
+        "cell_module", f"the sweep used cells {missing} that are not "
+        "registered; pass the module that registers them")
+  eval_batches = (validation.positive("eval_batches",
+                                      common.EVAL_BATCHES.value)
+                  if common.FLAGS["eval_batches"].present else None)
+  common.configure_devices()
+  rows = evaluate.evaluate_saved(results_dir, lengths, cells, eval_batches)
+  io.write_json(os.path.join(results_dir, "evaluate.json"), rows)
+  table = evaluate.table(rows)
+  io.atomic_write_text(os.path.join(results_dir, "evaluate.md"), table)
+  print(table)
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,233 @@
+"""A sweep that never loses work: resume, checkpoints, errors, atomic files."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from palindrome_jax import evaluate
+from palindrome_jax import io
+from palindrome_jax import sweep
+from palindrome_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = train.RunConfig(batch_size=8, num_hidden=8, train_steps=60,
+                       log_every=20, eval_batches=2)
+# What a run computed, as opposed to how long it took.
+RESULT_FIELDS = ("cell", "length", "seed", "status", "test_accuracy",
+                 "test_loss", "final_train_loss", "final_train_accuracy",
+                 "train_steps", "history")
+
+
+def _results(rows):
+  return [{k: row[k] for k in RESULT_FIELDS} for row in rows]
+
+
+def _sweep_cmd(results_dir, *extra):
+  return [sys.executable, "-m", "experiments.sweep", "--cells=rnn,lstm",
+          "--lengths=3,4", "--batch_size=8", "--num_hidden=8",
+          "--train_steps=60", "--log_every=20", "--eval_batches=2",
+          "--cpu_devices=1", f"--results_dir={results_dir}", *extra]
+
+
+def test_killed_sweep_resumes_to_identical_results(tmp_path):
+  full, killed = tmp_path / "full", tmp_path / "killed"
+  subprocess.run(_sweep_cmd(full), cwd=REPO, check=True, capture_output=True)
+
+  proc = subprocess.Popen(_sweep_cmd(killed), cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 120
+  runs = killed / "runs"
+  while time.monotonic() < deadline and proc.poll() is None:
+    if runs.is_dir() and any(runs.iterdir()):
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the sweep ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  finished_before = sorted(p.name for p in runs.iterdir()
+                           if p.suffix == ".json")
+  assert 1 <= len(finished_before) < 4
+  assert not (killed / "results.json").exists()
+
+  rerun = subprocess.run(_sweep_cmd(killed), cwd=REPO, check=True,
+                         capture_output=True, text=True)
+  assert "finished earlier, skipped" in rerun.stderr
+  assert _results(io.read_json(killed / "results.json")) == _results(
+      io.read_json(full / "results.json"))
+  assert len(io.read_json(killed / "results.json")) == 4
+
+
+def test_checkpoint_continues_a_killed_run_exactly(tmp_path):
+  cfg = TINY.__class__(**{**TINY.__dict__, "cell": "lstm", "length": 4,
+                          "train_steps": 100})
+  uninterrupted = train.train_and_evaluate(cfg, (3, 4))
+  checkpoint = str(tmp_path / "ckpt.msgpack")
+
+  class Killed(Exception):
+    pass
+
+  def kill_at_60(info):
+    if info["step"] == 60:
+      raise Killed
+
+  with pytest.raises(Killed):
+    train.train_and_evaluate(cfg, (3, 4), on_log=kill_at_60,
+                             checkpoint_path=checkpoint, checkpoint_every=40)
+  assert os.path.exists(checkpoint)
+  steps_seen = []
+  resumed = train.train_and_evaluate(
+      cfg, (3, 4), on_log=lambda info: steps_seen.append(info["step"]),
+      checkpoint_path=checkpoint, checkpoint_every=40)
+  assert steps_seen == [60, 80, 100]  # Continued from step 40.
+  for a, b in zip(uninterrupted.seeds, resumed.seeds):
+    assert a.history == b.history
+    assert a.test_accuracy == b.test_accuracy
+    assert a.test_loss == b.test_loss
+    np.testing.assert_array_equal(a.params["cell"]["W_h"],
+                                  b.params["cell"]["W_h"])
+
+
+def test_a_run_gives_the_same_numbers_alone_or_in_a_sweep(tmp_path):
+  config = sweep.SweepConfig(cells=("rnn", "gru"), lengths=(3, 5),
+                             seeds=(1,), base=TINY)
+  rows = sweep.run_sweep(config, str(tmp_path / "sweep"))
+  alone = train.train_and_evaluate(
+      TINY.__class__(**{**TINY.__dict__, "cell": "gru", "length": 5}), (1,))
+  row = next(r for r in rows if r["cell"] == "gru" and r["length"] == 5)
+  assert row["test_accuracy"] == alone.seeds[0].test_accuracy
+  assert row["history"] == alone.seeds[0].history
+
+
+def test_other_settings_are_refused_unless_overwrite(tmp_path):
+  base = sweep.SweepConfig(cells=("rnn",), lengths=(3,), base=TINY)
+  sweep.run_sweep(base, str(tmp_path))
+  other = sweep.SweepConfig(cells=("rnn",), lengths=(3,),
+                            base=TINY.__class__(**{**TINY.__dict__,
+                                                   "learning_rate": 0.01}))
+  with pytest.raises(sweep.ConfigMismatchError, match="learning_rate"):
+    sweep.run_sweep(other, str(tmp_path))
+  rows = sweep.run_sweep(other, str(tmp_path), overwrite=True)
+  assert len(rows) == 1
+  config = io.read_json(tmp_path / "config.json")
+  assert config["training_settings"]["learning_rate"] == 0.01
+
+
+def test_more_runs_extend_a_sweep_with_the_same_settings(tmp_path):
+  calls = []
+
+  def counting_train(cfg, seeds, **kwargs):
+    calls.append((cfg.cell, cfg.length, tuple(seeds)))
+    return train.train_and_evaluate(cfg, seeds, **kwargs)
+
+  sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(3,), base=TINY),
+                  str(tmp_path), train_fn=counting_train)
+  rows = sweep.run_sweep(
+      sweep.SweepConfig(cells=("rnn",), lengths=(3, 4), base=TINY),
+      str(tmp_path), train_fn=counting_train)
+  assert calls == [("rnn", 3, (42,)), ("rnn", 4, (42,))]
+  assert [(r["cell"], r["length"]) for r in rows] == [("rnn", 3), ("rnn", 4)]
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+  attempts = []
+
+  def flaky_train(cfg, seeds, **kwargs):
+    attempts.append(cfg.cell)
+    if cfg.cell == "rnn" and attempts.count("rnn") == 1:
+      raise MemoryError("RESOURCE_EXHAUSTED: pretend out of memory")
+    return train.train_and_evaluate(cfg, seeds, **kwargs)
+
+  config = sweep.SweepConfig(cells=("rnn", "lstm"), lengths=(3,), base=TINY)
+  rows = sweep.run_sweep(config, str(tmp_path), train_fn=flaky_train)
+  status = {r["cell"]: r["status"] for r in rows}
+  assert status["lstm"] == "ok"
+  assert status["rnn"].startswith("error: MemoryError: RESOURCE_EXHAUSTED")
+  table = (tmp_path / "results.md").read_text()
+  assert "1 failed" in table
+  # A rerun retries what failed, and only that.
+  rows = sweep.run_sweep(config, str(tmp_path), train_fn=flaky_train)
+  assert attempts == ["rnn", "lstm", "rnn"]
+  assert {r["status"] for r in rows} == {"ok"}
+
+
+def test_a_diverging_run_is_reported_and_the_sweep_goes_on(tmp_path):
+  def train_irnn_with_huge_lr(cfg, seeds, **kwargs):
+    if cfg.cell == "irnn":  # Adam moves each weight by ~lr: overflow.
+      cfg = cfg.__class__(**{**cfg.__dict__, "learning_rate": 1e38})
+    return train.train_and_evaluate(cfg, seeds, **kwargs)
+
+  config = sweep.SweepConfig(cells=("irnn", "rnn"), lengths=(3,), base=TINY)
+  rows = sweep.run_sweep(config, str(tmp_path),
+                         train_fn=train_irnn_with_huge_lr)
+  status = {r["cell"]: r["status"] for r in rows}
+  assert status["irnn"].startswith("diverged at step ")
+  step = int(status["irnn"].rsplit(" ", 1)[1])
+  assert 0 <= step < TINY.train_steps
+  assert status["rnn"] == "ok"
+  table = (tmp_path / "results.md").read_text()
+  assert "| irnn | 1 diverged |" in table
+  assert set(os.listdir(tmp_path)) >= {"accuracy_vs_length.png",
+                                       "training_curves.png", "results.csv"}
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path,
+                                                           monkeypatch):
+  path = tmp_path / "row.json"
+  io.write_json(path, {"a": 1})
+
+  def crash(*args):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(os, "replace", crash)
+  with pytest.raises(KeyboardInterrupt):
+    io.write_json(path, {"a": 2})
+  monkeypatch.undo()
+  assert io.read_json(path) == {"a": 1}
+  assert os.listdir(tmp_path) == ["row.json"]  # No temporary left behind.
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+  io.write_json(tmp_path / "x.json", {"loss": float("nan"), "ok": [1.5]})
+  assert io.read_json(tmp_path / "x.json") == {"loss": None, "ok": [1.5]}
+
+
+def test_evaluate_reloads_parameters_and_tests_other_lengths(tmp_path):
+  config = sweep.SweepConfig(cells=("lstm",), lengths=(3,), seeds=(7, 8),
+                             base=TINY)
+  rows = sweep.run_sweep(config, str(tmp_path))
+  evaluated = evaluate.evaluate_saved(str(tmp_path), lengths=(3, 6))
+  same = {r["seed"]: r["test_accuracy"] for r in evaluated
+          if r["test_length"] == 3}
+  assert same == {r["seed"]: r["test_accuracy"] for r in rows}
+  assert {r["test_length"] for r in evaluated} == {3, 6}
+  assert "| lstm | 3 |" in evaluate.table(evaluated)
+
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.evaluate",
+       f"--results_dir={tmp_path}", "--lengths=3,6"],
+      cwd=REPO, capture_output=True, text=True, check=True)
+  assert "test N=6" in out.stdout
+  assert (tmp_path / "evaluate.json").exists()
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--results_dir=/nonexistent-dir-xyz"], "--results_dir"),
+    (["--lengths=3,,4"], "--lengths"),
+    (["--lengths=0"], "--lengths"),
+])
+def test_evaluate_bad_flags_are_one_line_errors(tmp_path, args, flag):
+  if "--results_dir" not in args[0]:
+    sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(3,),
+                                      base=TINY), str(tmp_path))
+    args = args + [f"--results_dir={tmp_path}"]
+  out = subprocess.run([sys.executable, "-m", "experiments.evaluate", *args],
+                       cwd=REPO, capture_output=True, text=True)
+  assert out.returncode != 0
+  errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and flag in errors[0]
+  assert "Traceback" not in out.stderr
