@@ -37,6 +37,9 @@ class Cell(NamedTuple):
   step: Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]]
   initial_carry: Callable[[int, int], Carry] = zeros_carry
   project: Optional[Callable[[Params, jax.Array], jax.Array]] = None
+  # Optional whole-sequence path, ``(params, carry0, u_TxBxG) -> (carry,
+  # h_TxBxH)``, equal to scanning ``step`` (e.g. with a hand-derived BPTT).
+  sequence: Optional[Callable[[Params, Carry, jax.Array], Any]] = None
 
 
 def step_on_input(cell: Cell, params: Params, carry: Carry,

@@ -14,6 +14,7 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
                              suffix=os.path.basename(path))
   try:
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; results are to share.
     with os.fdopen(fd, "wb") as f:
       f.write(payload)
       f.flush()

@@ -41,6 +41,10 @@ def unroll(cell: cells_lib.Cell, cell_params: Params, inputs_BxTxD: jax.Array,
     # Linear in x: one [T*B, D] x [D, G] matmul for all steps, out of the loop.
     xs_TxBxD = cell.project(cell_params, xs_TxBxD)
 
+  carry0 = cell.initial_carry(batch_size, hidden_dim)
+  if cell.sequence is not None and carry_offsets is None:
+    return cell.sequence(cell_params, carry0, xs_TxBxD)
+
   def body(carry, xs):
     x_t, offset_t = xs
     carry, h_t = cell.step(cell_params, carry, x_t)
@@ -48,7 +52,6 @@ def unroll(cell: cells_lib.Cell, cell_params: Params, inputs_BxTxD: jax.Array,
       carry = jax.tree.map(jnp.add, carry, offset_t)
     return carry, h_t
 
-  carry0 = cell.initial_carry(batch_size, hidden_dim)
   return jax.lax.scan(body, carry0, (xs_TxBxD, carry_offsets),
                       unroll=unroll_steps)
 

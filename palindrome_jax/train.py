@@ -226,6 +226,22 @@ def seed_sharding(devices: Sequence[jax.Device], num_seeds: int):
   return jax.sharding.SingleDeviceSharding(devices[0])
 
 
+def init_states(cfg: RunConfig, seeds: Sequence[int],
+                sharding=None) -> TrainState:
+  """The stacked initial states of ``seeds``, as :func:`train_and_evaluate`
+  starts them (on ``sharding``'s devices, default the first device)."""
+  init_keys, train_keys, _ = _stack_keys(seeds, cfg)
+  if sharding is not None:
+    init_keys, train_keys = jax.device_put((init_keys, train_keys), sharding)
+  return _init_seeds(init_keys, train_keys, cfg)
+
+
+def compile_chunk(cfg: RunConfig, state: TrainState, num_steps: int):
+  """The compiled chunk of :func:`train_and_evaluate`:
+  ``compiled(state) -> (state, stats)``, ``num_steps`` steps per call."""
+  return _chunk_seeds.lower(state, num_steps, cfg).compile()
+
+
 def train_and_evaluate(
     cfg: RunConfig, seeds: Sequence[int],
     on_log: Optional[Callable[[dict], None]] = None,
@@ -244,11 +260,10 @@ def train_and_evaluate(
   wall_start = time.perf_counter()
   seeds = tuple(seeds)
   sharding = seed_sharding(devices or jax.devices()[:1], len(seeds))
-  init_keys, train_keys, eval_keys = jax.device_put(
-      _stack_keys(seeds, cfg), sharding)
+  eval_keys = jax.device_put(_stack_keys(seeds, cfg)[2], sharding)
 
   t = time.perf_counter()
-  state = jax.block_until_ready(_init_seeds(init_keys, train_keys, cfg))
+  state = jax.block_until_ready(init_states(cfg, seeds, sharding))
   compile_seconds = time.perf_counter() - t  # Init is nearly all compile.
 
   history = {"step": [], "loss": [], "accuracy": []}
@@ -268,7 +283,7 @@ def train_and_evaluate(
     num_steps = min(cfg.log_every, cfg.train_steps - step)
     if num_steps not in compiled:
       t = time.perf_counter()
-      compiled[num_steps] = _chunk_seeds.lower(state, num_steps, cfg).compile()
+      compiled[num_steps] = compile_chunk(cfg, state, num_steps)
       compile_seconds += time.perf_counter() - t
     t = time.perf_counter()
     state, stats = compiled[num_steps](state)

@@ -1,0 +1,125 @@
+"""The benchmark: one tiny run of every method, its files, and its flags."""
+
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from palindrome_jax import benchmark
+from palindrome_jax import io
+from palindrome_jax import train
+from palindrome_jax import validation
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JAX_METHODS = ("eager", "jit_step", "compiled_loop", "flax_jit_step")
+TORCH_METHODS = ("torch_original", "torch_fused")
+
+
+def tiny(**kwargs) -> benchmark.BenchmarkConfig:
+  return benchmark.BenchmarkConfig(**{
+      "cells": ("rnn",), "lengths": (3,), "steps": 5, "eager_steps": 1,
+      "repeats": 2, "base": train.RunConfig(batch_size=8, num_hidden=8),
+      **kwargs})
+
+
+def check_outputs(results_dir, report, cells, methods):
+  """The three files exist; every (cell, method) has a positive, finite rate."""
+  for name in ("benchmark.json", "benchmark.md", "benchmark.png"):
+    assert os.path.getsize(os.path.join(results_dir, name)) > 0
+  saved = io.read_json(os.path.join(results_dir, "benchmark.json"))
+  assert saved["results"] == report.rows
+  assert saved["machine"]["devices"] and saved["machine"]["jax"]
+  assert all(p["gflops"] > 0 for p in saved["matmul_peaks"])
+  rows = {(r["cell"], r["method"]): r for r in saved["results"]}
+  with open(os.path.join(results_dir, "benchmark.md"), encoding="utf-8") as f:
+    table = f.read()
+  for cell in cells:
+    for method in methods:
+      row = rows[(cell, method)]
+      assert row["status"] == "ok", row
+      assert math.isfinite(row["steps_per_second"])
+      assert row["steps_per_second"] > 0
+      assert len(row["repeats_steps_per_second"]) == 2
+      assert row["gflops"] > 0
+      assert f"| {cell} | 3 | {benchmark.LABELS[method]} |" in table
+  return rows
+
+
+def test_jax_methods_without_torch(tmp_path):
+  report = benchmark.run_benchmark(tiny(torch="off"), str(tmp_path))
+  rows = check_outputs(str(tmp_path), report, ("rnn",), JAX_METHODS)
+  assert rows[("rnn", "eager")]["speedup_over_eager"] == 1.0
+  assert rows[("rnn", "jit_step")]["compile_seconds"] > 0
+  assert rows[("rnn", "compiled_loop")]["compile_seconds"] > 0
+  assert rows[("rnn", "eager")]["compile_seconds"] is None
+  for method in TORCH_METHODS:
+    assert rows[("rnn", method)]["status"] == "skipped: --torch=off"
+  assert "skipped: --torch=off" in report.table
+
+
+def test_torch_methods(tmp_path):
+  pytest.importorskip("torch")
+  report = benchmark.run_benchmark(
+      tiny(cells=("lstm", "gru"), torch="on", methods=TORCH_METHODS),
+      str(tmp_path))
+  rows = check_outputs(str(tmp_path), report, ("lstm",), TORCH_METHODS)
+  assert rows[("gru", "torch_fused")]["status"] == "ok"
+  assert rows[("gru", "torch_original")]["status"].startswith("skipped:")
+  assert report.machine["torch_threads"] >= 1
+
+
+def test_flops_per_step_counts_the_fused_gates():
+  rnn = train.RunConfig(cell="rnn", length=5, batch_size=2, num_hidden=3)
+  # Per time step 2*B*(D + H)*G*H, plus the readout 2*B*H*C; times 3.
+  forward = 5 * (2 * 2 * (1 + 3) * 3) + 2 * 2 * 3 * 10
+  assert benchmark.flops_per_step(rnn) == 3 * forward
+  lstm = train.RunConfig(cell="lstm", length=5, batch_size=2, num_hidden=3)
+  assert benchmark.recurrent_width(lstm) == 12
+
+
+@pytest.mark.parametrize("cell", ["rnn", "irnn", "lstm", "gru"])
+def test_flax_counterpart_of_each_builtin_cell(cell):
+  module = benchmark.FlaxClassifier(cell, num_hidden=4)
+  inputs_BxTxD = jnp.zeros((2, 3, 1))
+  params = module.init(jax.random.PRNGKey(0), inputs_BxTxD)
+  assert module.apply(params, inputs_BxTxD).shape == (2, 10)
+  if cell == "irnn":
+    recurrent = params["params"]["SimpleCell_0"]["h"]["kernel"]
+    assert (recurrent == jnp.eye(4)).all()
+
+
+def test_flax_has_no_counterpart_of_a_custom_cell():
+  with pytest.raises(benchmark.Skip):
+    benchmark.flax_cell("my_cell", 4)
+
+
+def test_validate_names_the_flag():
+  with pytest.raises(validation.FlagError, match="^--steps: 150 is not"):
+    benchmark.validate(tiny(steps=150))
+  with pytest.raises(validation.FlagError, match="^--repeats:"):
+    benchmark.validate(tiny(repeats=0))
+  with pytest.raises(validation.FlagError, match="^--torch:"):
+    benchmark.validate(tiny(torch="yes"))
+
+
+def test_without_torch_installed(monkeypatch):
+  monkeypatch.setattr(benchmark, "torch_installed", lambda: False)
+  with pytest.raises(validation.FlagError, match="^--torch: torch is not"):
+    benchmark.validate(tiny(torch="on"))
+  row = benchmark.measure(tiny(), train.RunConfig(cell="rnn", length=3),
+                          "torch_fused", peaks=[])
+  assert row["status"] == "skipped: torch is not installed"
+
+
+def test_entrypoint_rejects_bad_flags(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark", "--lengths=5,x",
+       f"--results_dir={tmp_path}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "error: --lengths: 'x' is not an integer (in '5,x')"]
