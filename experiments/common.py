@@ -135,7 +135,14 @@ def base_run_config(cell: str = "lstm", length: int = 5) -> train.RunConfig:
 
 
 def _parse_flags(argv):
-  """absl's parser, with its errors as one line and exit status 2."""
+  """absl's parser, with its errors as one line and exit status 2.
+
+  ``--help`` prints the flags and exits 0 (absl's own exits 1).
+  """
+  helps = ("-h", "-help", "--help", "-?", "--helpshort", "--helpfull")
+  if any(arg in helps for arg in argv[1:]):
+    app.usage(shorthelp="--helpfull" not in argv, writeto_stdout=True,
+              exitcode=0)
   try:
     return FLAGS(argv)
   except flags.Error as error:

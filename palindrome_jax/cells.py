@@ -90,7 +90,7 @@ def rnn_init(key: jax.Array, input_dim: int, hidden_dim: int) -> Params:
 
 
 def rnn_step(params: Params, h_BxH: jax.Array, u_BxH: jax.Array):
-  h_BxH = jnp.tanh(u_BxH + h_BxH @ params["W_h"] + params["b"])
+  h_BxH = jnp.tanh(u_BxH + h_BxH @ params["W_h"] + params["b"][None, :])
   return h_BxH, h_BxH
 
 
@@ -105,7 +105,7 @@ def irnn_init(key: jax.Array, input_dim: int, hidden_dim: int) -> Params:
 
 
 def irnn_step(params: Params, h_BxH: jax.Array, u_BxH: jax.Array):
-  h_BxH = jax.nn.relu(u_BxH + h_BxH @ params["W_h"] + params["b"])
+  h_BxH = jax.nn.relu(u_BxH + h_BxH @ params["W_h"] + params["b"][None, :])
   return h_BxH, h_BxH
 
 
@@ -144,7 +144,7 @@ def lstm_initial_carry(batch_size: int, hidden_dim: int):
 
 def lstm_step(params: Params, carry, u_Bx4H: jax.Array):
   c_BxH, h_BxH = carry
-  z_Bx4H = u_Bx4H + h_BxH @ params["W_h"] + params["b"]
+  z_Bx4H = u_Bx4H + h_BxH @ params["W_h"] + params["b"][None, :]
   i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
   c_BxH = sigmoid(f) * c_BxH + sigmoid(i) * jnp.tanh(g)
   h_BxH = sigmoid(o) * jnp.tanh(c_BxH)
@@ -164,12 +164,12 @@ def gru_init(key: jax.Array, input_dim: int, hidden_dim: int) -> Params:
 def gru_step(params: Params, h_BxH: jax.Array, u_Bx3H: jax.Array):
   hidden = h_BxH.shape[-1]
   rec_Bx3H = h_BxH @ params["W_h"]
-  u_Bx3H = u_Bx3H + params["b"]
+  u_Bx3H = u_Bx3H + params["b"][None, :]
   r = sigmoid(u_Bx3H[:, :hidden] + rec_Bx3H[:, :hidden])
   z = sigmoid(u_Bx3H[:, hidden:2 * hidden]
                      + rec_Bx3H[:, hidden:2 * hidden])
   n = jnp.tanh(u_Bx3H[:, 2 * hidden:]
-               + r * (rec_Bx3H[:, 2 * hidden:] + params["b_hn"]))
+               + r * (rec_Bx3H[:, 2 * hidden:] + params["b_hn"][None, :]))
   h_BxH = (1.0 - z) * n + z * h_BxH
   return h_BxH, h_BxH
 

@@ -42,6 +42,9 @@ def unroll(cell: cells_lib.Cell, cell_params: Params, inputs_BxTxD: jax.Array,
     xs_TxBxD = cell.project(cell_params, xs_TxBxD)
 
   carry0 = cell.initial_carry(batch_size, hidden_dim)
+  # The carry takes the parameters' precision (float64 in gradient checks).
+  dtype = jnp.result_type(*jax.tree.leaves(cell_params))
+  carry0 = jax.tree.map(lambda c: c.astype(dtype), carry0)
   if cell.sequence is not None and carry_offsets is None:
     return cell.sequence(cell_params, carry0, xs_TxBxD)
 
@@ -66,7 +69,7 @@ def apply(cell: cells_lib.Cell, params: Params, inputs_BxTxD: jax.Array,
 
 
 def readout(params: Params, h_BxH: jax.Array) -> jax.Array:
-  return h_BxH @ params["readout"]["W"] + params["readout"]["b"]
+  return h_BxH @ params["readout"]["W"] + params["readout"]["b"][None, :]
 
 
 def num_params(params: Params) -> int:

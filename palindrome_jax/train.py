@@ -93,8 +93,8 @@ def make_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
     if cfg.lr_step_size > 0:
       lr = optax.exponential_decay(cfg.learning_rate, cfg.lr_step_size,
                                    cfg.lr_gamma, staircase=True)
-    # decay and eps as PyTorch's RMSprop, the original's.
-    opt = optax.rmsprop(lr, decay=0.99, eps=1e-8)
+    # As PyTorch's RMSprop, the original's: decay 0.99, eps outside the sqrt.
+    opt = optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False)
   else:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; "
                      f"expected one of {OPTIMIZERS}")

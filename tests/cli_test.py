@@ -1,0 +1,230 @@
+"""The sweep entrypoint as a user runs it: ``python -m experiments.sweep``."""
+
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+
+from palindrome_jax import sweep
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# absl's log lines: a severity letter, then MMDD.
+ABSL_LOG_LINE = re.compile(r"^[IWEF]\d{4} ")
+
+TINY_FLAGS = ["--train_steps=40", "--log_every=20", "--eval_batches=2",
+              "--num_hidden=16", "--batch_size=16"]
+
+
+def _start(args):
+  return subprocess.Popen(
+      [sys.executable, "-m", "experiments.sweep", *args], cwd=REPO_ROOT,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process, timeout=600):
+  try:
+    stdout, stderr = process.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    stdout, stderr = process.communicate()
+    pytest.fail(f"timed out:\n{stderr[-3000:]}")
+  return process.returncode, stdout, stderr
+
+
+# A tiny sweep, end to end.
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+  results_dir = tmp_path_factory.mktemp("sweep") / "results"
+  code, stdout, stderr = _finish(_start(
+      ["--lengths=3,4", "--cells=rnn,lstm", *TINY_FLAGS,
+       f"--results_dir={results_dir}"]))
+  assert code == 0, stderr[-3000:]
+  assert "Traceback" not in stderr
+  return results_dir, stdout
+
+
+def _hidden16_params(cell):
+  per_gate = 1 * 16 + 16 * 16 + 16
+  return {"rnn": per_gate, "lstm": 4 * per_gate}[cell] + 16 * 10 + 10
+
+
+def test_sweep_writes_config(tiny_sweep):
+  results_dir, _ = tiny_sweep
+  config = json.loads((results_dir / "config.json").read_text())
+  assert config["jax_version"] == jax.__version__
+  assert isinstance(config["devices"], list) and config["devices"]
+  assert sorted(config["cells"]) == ["lstm", "rnn"]
+  assert sorted(config["lengths"]) == [3, 4]
+  assert config["training_settings"]["train_steps"] == 40
+  assert config["training_settings"]["num_hidden"] == 16
+
+
+def test_sweep_writes_one_row_per_run(tiny_sweep):
+  results_dir, _ = tiny_sweep
+  rows = json.loads((results_dir / "results.json").read_text())
+  assert len(rows) == 4
+  assert {(r["cell"], r["length"]) for r in rows} == {
+      (c, n) for c in ("rnn", "lstm") for n in (3, 4)}
+  for row in rows:
+    assert set(sweep.ROW_FIELDS) <= set(row), row.keys()
+    assert row["status"] == "ok"
+    assert row["seed"] == 42
+    assert row["train_steps"] == 40
+    assert row["num_params"] == _hidden16_params(row["cell"])
+    assert 0.0 <= row["test_accuracy"] <= 1.0
+    assert row["history"]["step"] == [20, 40]
+    assert len(row["history"]["loss"]) == 2
+    assert all(math.isfinite(x) for x in row["history"]["loss"])
+    # The same record is in runs/.
+    run = json.loads((results_dir / "runs" /
+                      f"{row['cell']}_N{row['length']}_seed42.json"
+                      ).read_text())
+    assert run == row
+  assert len(list((results_dir / "runs").glob("*.json"))) == 4
+
+
+def test_sweep_writes_csv(tiny_sweep):
+  results_dir, _ = tiny_sweep
+  with open(results_dir / "results.csv", newline="") as f:
+    reader = csv.reader(f)
+    header = next(reader)
+    lines = list(reader)
+  assert tuple(header) == sweep.ROW_FIELDS
+  assert len(lines) == 4
+  rows = {(r["cell"], r["length"]): r
+          for r in json.loads((results_dir / "results.json").read_text())}
+  for line in lines:
+    record = dict(zip(header, line))
+    row = rows[(record["cell"], int(record["length"]))]
+    assert float(record["test_accuracy"]) == pytest.approx(
+        row["test_accuracy"])
+    assert record["status"] == row["status"]
+
+
+def test_sweep_writes_the_table(tiny_sweep):
+  results_dir, stdout = tiny_sweep
+  table = (results_dir / "results.md").read_text()
+  rows = json.loads((results_dir / "results.json").read_text())
+  lines = table.splitlines()
+  assert "| cell | N=3 | N=4 |" in lines
+  for cell in ("lstm", "rnn"):
+    accuracy = {r["length"]: 100 * r["test_accuracy"] for r in rows
+                if r["cell"] == cell}
+    assert f"| {cell} | {accuracy[3]:.2f} | {accuracy[4]:.2f} |" in lines
+  # And the table is printed at the end.
+  assert table.strip() in stdout
+
+
+def test_sweep_writes_plots(tiny_sweep):
+  results_dir, _ = tiny_sweep
+  for name in ("accuracy_vs_length.png", "training_curves.png"):
+    content = (results_dir / name).read_bytes()
+    assert content.startswith(PNG_SIGNATURE), name
+    assert len(content) > 1000, name
+
+
+def test_sweep_writes_parameters(tiny_sweep):
+  results_dir, _ = tiny_sweep
+  files = sorted((results_dir / "params").glob("*.msgpack"))
+  assert [f.name for f in files] == sorted(
+      f"{c}_N{n}_seed42.msgpack" for c in ("rnn", "lstm") for n in (3, 4))
+  for path in files:
+    params = flax.serialization.msgpack_restore(path.read_bytes())
+    cell = path.name.split("_")[0]
+    count = sum(np.size(x) for x in jax.tree.leaves(params))
+    assert count == _hidden16_params(cell), path.name
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+# Help and bad flags.
+
+
+@pytest.fixture(scope="module")
+def help_run():
+  return _finish(_start(["--help"]))
+
+
+def test_help_documents_the_flags(help_run):
+  _, stdout, stderr = help_run
+  assert "--lengths" in stdout
+  assert "Comma-separated palindrome lengths" in stdout
+  assert "--results_dir" in stdout
+  assert "Traceback" not in stderr
+
+
+def test_help_exits_zero(help_run):
+  code, _, _ = help_run
+  assert code == 0
+
+
+def _not_a_directory(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  return f"--results_dir={blocker / 'results'}"
+
+
+BAD_FLAGS = {
+    "lengths_zero": ("--lengths=0", "lengths"),
+    "lengths_empty_item": ("--lengths=5,,x", "lengths"),
+    "lengths_empty": ("--lengths=", "lengths"),
+    "unknown_cell": ("--cells=foo", "cells"),
+    "train_steps_zero": ("--train_steps=0", "train_steps"),
+    "train_steps_negative": ("--train_steps=-5", "train_steps"),
+    "learning_rate_zero": ("--learning_rate=0", "learning_rate"),
+    "learning_rate_negative": ("--learning_rate=-1", "learning_rate"),
+    "unknown_optimizer": ("--optimizer=sgd", "optimizer"),
+    "unknown_encoding": ("--encoding=binary", "encoding"),
+    "batch_size_not_int": ("--batch_size=abc", "batch_size"),
+    "results_dir_unwritable": (_not_a_directory, "results_dir"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+  """Every bad-flag command, started at once (each is mostly Python start-up).
+
+  Each gets valid tiny settings first and the bad flag last (the last value of
+  a repeated flag wins), so a check that let it through would train for
+  seconds, not hours, and write only under a temporary directory.
+  """
+  processes = {}
+  for name, (flag, _) in BAD_FLAGS.items():
+    tmp_path = tmp_path_factory.mktemp(name)
+    if callable(flag):
+      flag = flag(tmp_path)
+    args = ["--lengths=2", "--cells=rnn", *TINY_FLAGS, "--train_steps=2",
+            f"--results_dir={tmp_path / 'results'}", flag]
+    processes[name] = (_start(args), tmp_path)
+  return {name: (*_finish(process, timeout=300), tmp_path)
+          for name, (process, tmp_path) in processes.items()}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FLAGS))
+def test_bad_flag_is_a_one_line_error(bad_flag_runs, name):
+  code, stdout, stderr, tmp_path = bad_flag_runs[name]
+  flag = BAD_FLAGS[name][1]
+  assert code != 0
+  assert "Traceback" not in stderr, stderr
+  lines = stderr.splitlines()
+  errors = [line for line in lines if line.startswith("error:")]
+  assert len(errors) == 1, stderr
+  assert errors[0].startswith("error: ")
+  assert f"--{flag}" in errors[0], errors[0]
+  # Anything else on stderr is absl logging, never more of the error.
+  others = [line for line in lines
+            if not line.startswith("error:") and not ABSL_LOG_LINE.match(line)]
+  assert not others, stderr
+  assert "Results in" not in stdout
+  # Nothing was trained: no results were written.
+  assert not (tmp_path / "results" / "results.json").exists()
