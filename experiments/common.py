@@ -20,8 +20,8 @@ _DEFAULTS = train.RunConfig()
 
 CELLS = flags.DEFINE_string(
     "cells", "rnn,lstm",
-    "Comma-separated cell names from the registry (built in: gru, irnn, lstm, "
-    "rnn; more with --cell_module).")
+    "Comma-separated cell names from the registry (built in: gru, irnn, lru, "
+    "lstm, rnn; more with --cell_module).")
 CELL_MODULE = flags.DEFINE_string(
     "cell_module", None,
     "Python module to import before anything else, e.g. my_cells: it may "

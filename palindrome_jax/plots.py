@@ -150,11 +150,12 @@ def horizon(content: dict[str, Any], path: str) -> None:
   ax.axhline(100 / NUM_CLASSES, color="gray", linestyle=":", label="chance")
   ax.set_xscale("log")
   ax.set_xlim(settings["min_length"] / 1.2, settings["max_length"] * 1.2)
-  if lengths_all:
-    ax.set_xticks(sorted(lengths_all))
-    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
-    ax.xaxis.set_minor_locator(ticker.NullLocator())
-    plt.setp(ax.get_xticklabels(), rotation=90 if len(lengths_all) > 12 else 0)
+  horizons = [e.get("horizon") for e in content["cells"].values()]
+  ax.set_xticks(_spaced_ticks(sorted(lengths_all), ax.get_xlim(),
+                              [h for h in horizons if h is not None]))
+  ax.set_xticks(sorted(lengths_all), minor=True)
+  ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   seeds = len(settings["seeds"])
   ax.set_xlabel("palindrome length N (log scale; the lengths tried)")
   ax.set_ylabel("test accuracy (%)")
@@ -167,6 +168,18 @@ def horizon(content: dict[str, Any], path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def _spaced_ticks(lengths: list[int], xlim, first: list[int],
+                  gap: float = 0.045) -> list[int]:
+  """The lengths to label on a log axis, at least ``gap`` of its width
+  apart; those in ``first`` (the horizons) get their labels before others."""
+  position = lambda n: math.log(n / xlim[0]) / math.log(xlim[1] / xlim[0])
+  kept = []
+  for n in [n for n in first if n in lengths] + lengths:
+    if all(abs(position(n) - position(k)) >= gap for k in kept):
+      kept.append(n)
+  return sorted(kept)
 
 
 def gradient_norms(results: dict[str, Any], path: str) -> None:
@@ -187,6 +200,7 @@ def gradient_norms(results: dict[str, Any], path: str) -> None:
     ax.plot(steps, _positive(init), linestyle="--", color=line.get_color(),
             label=f"{cell} (initial)")
   ax.set_yscale("log")
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   ax.set_xlabel("time step t (t=0 reads the digit to remember)")
   ax.set_ylabel("mean ||dloss / dcarry_t||")
   seeds = len(results["seeds"])

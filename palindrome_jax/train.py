@@ -233,7 +233,11 @@ def init_states(cfg: RunConfig, seeds: Sequence[int],
   init_keys, train_keys, _ = _stack_keys(seeds, cfg)
   if sharding is not None:
     init_keys, train_keys = jax.device_put((init_keys, train_keys), sharding)
-  return _init_seeds(init_keys, train_keys, cfg)
+  # The initial state does not depend on the length or the step budget:
+  # compile it once for all of them.
+  init_cfg = dataclasses.replace(cfg, length=1, train_steps=1, log_every=1,
+                                 eval_batches=1, unroll=1)
+  return _init_seeds(init_keys, train_keys, init_cfg)
 
 
 def compile_chunk(cfg: RunConfig, state: TrainState, num_steps: int):

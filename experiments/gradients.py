@@ -1,0 +1,38 @@
+r"""How much the loss still depends on each earlier hidden state, per cell.
+
+    python -m experiments.gradients --cells=rnn,lstm --length=20
+
+For every cell, trains at --length and measures the mean over a batch of
+||d loss / d carry_t|| for every step t, at initialisation and after
+training. Writes gradients.json and gradients.png in --results_dir.
+"""
+
+from absl import flags
+
+from experiments import common
+from palindrome_jax import gradients
+from palindrome_jax import validation
+
+LENGTH = flags.DEFINE_integer("length", 20, "Palindrome length N to train "
+                              "and measure at.")
+RESULTS_DIR = flags.DEFINE_string("results_dir", "results/gradients",
+                                  "Where gradients.json and .png go.")
+
+
+def main(argv):
+  del argv
+  cells = common.cell_names()
+  if LENGTH.value < 1:
+    raise validation.FlagError("length", f"must be >= 1, got {LENGTH.value}")
+  base = common.base_run_config(length=LENGTH.value)
+  seeds = common.seed_values()
+  results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
+  devices = common.configure_devices()
+  results = gradients.run_gradients(base, cells, LENGTH.value, seeds,
+                                    results_dir, devices=devices)
+  print(gradients.summary_table(results))
+  print(f"Results in {results_dir}/")
+
+
+if __name__ == "__main__":
+  common.run(main)

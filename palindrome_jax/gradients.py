@@ -1,0 +1,246 @@
+"""How much the loss at the end still depends on each earlier hidden state.
+
+For a batch of palindromes of length ``T`` we measure, for every step ``t``,
+``||dl_b / dcarry_t||``: the gradient of example ``b``'s cross-entropy ``l_b``
+with respect to its carry after step ``t`` (the state that step ``t + 1``
+reads), averaged over the examples ``b`` of the batch. Small values at small
+``t`` are vanishing gradients: the first digit, the one to remember, barely
+moves the loss (Bengio, Simard & Frasconi 1994; Pascanu et al. 2013).
+
+The gradients come from one backward pass: :func:`palindrome_jax.model.unroll`
+adds ``carry_offsets`` (zeros) to the carry after each step, and the gradient
+of ``L = sum_b l_b`` with respect to offset ``[t, b]`` is ``dl_b/dcarry_t`` of
+example ``b`` alone, since cells treat the rows of a batch independently.
+
+The readout reads the last output ``h_{T-1}``. Where that output is (a leaf of)
+the carry, as for rnn, irnn, gru and the LSTM's ``h``, the loss reads it from
+the final carry, so ``t = T - 1`` counts too. Where the output is computed
+from the carry (the lru) the final carry feeds nothing and its entry is NaN.
+"""
+
+import dataclasses
+import functools
+import math
+import os
+import time
+import zlib
+from typing import Any, Callable, Optional, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from palindrome_jax import cells as cells_lib
+from palindrome_jax import data
+from palindrome_jax import horizon
+from palindrome_jax import io
+from palindrome_jax import model
+from palindrome_jax import train
+
+Params = Any
+
+
+def output_leaf(cell: cells_lib.Cell, cell_params: Params,
+                inputs_BxTxD: jax.Array, hidden_dim: int) -> Optional[int]:
+  """Index of the carry leaf that ``cell.step`` also returns as its output.
+
+  Found by tracing one step: a cell that returns ``h, h`` or ``(c, h), h``
+  returns the same traced array twice. None if the output is not in the carry.
+  """
+  found = []
+
+  def probe(carry, x_BxD):
+    new_carry, h = cells_lib.step_on_input(cell, cell_params, carry, x_BxD)
+    leaves = jax.tree.leaves(new_carry)
+    found.append(next((i for i, leaf in enumerate(leaves) if leaf is h), None))
+    return h
+
+  carry = cell.initial_carry(inputs_BxTxD.shape[0], hidden_dim)
+  jax.eval_shape(probe, carry, inputs_BxTxD[:, 0])
+  return found[0]
+
+
+def _summed_loss(carry_offsets, cell, params, batch, leaf):
+  hidden_dim = params["readout"]["W"].shape[0]
+  final_carry, h_TxBxH = model.unroll(cell, params["cell"], batch.inputs,
+                                      hidden_dim, carry_offsets=carry_offsets)
+  h_BxH = h_TxBxH[-1] if leaf is None else jax.tree.leaves(final_carry)[leaf]
+  logits_BxC = model.readout(params, h_BxH)
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits_BxC, batch.targets).sum()
+
+
+@functools.partial(jax.jit, static_argnames=("cell", "leaf"))
+def carry_gradients(cell: cells_lib.Cell, params: Params, batch: data.Batch,
+                    leaf: Optional[int]):
+  """``dl_b/dcarry_t`` for every ``t`` and ``b``: a carry pytree whose leaves
+  have leading axes ``[T, B]``. ``leaf`` is :func:`output_leaf`'s answer."""
+  batch_size, length = batch.inputs.shape[:2]
+  hidden_dim = params["readout"]["W"].shape[0]
+  carry = cell.initial_carry(batch_size, hidden_dim)
+  offsets = jax.tree.map(lambda c: jnp.zeros((length,) + c.shape, c.dtype),
+                         carry)
+  return jax.grad(_summed_loss)(offsets, cell, params, batch, leaf)
+
+
+def _mean_norm_T(leaves_TxBx_: list[jax.Array]) -> np.ndarray:
+  """Per-example norm over all ``leaves`` together, averaged over the batch."""
+  squares_TxB = sum(jnp.square(g).reshape(g.shape[:2] + (-1,)).sum(-1)
+                    for g in leaves_TxBx_)
+  return np.array(jnp.sqrt(squares_TxB).mean(axis=1), np.float64)
+
+
+def hidden_gradient_norms(cell: cells_lib.Cell, params: Params,
+                          batch: data.Batch) -> dict[str, np.ndarray]:
+  """Mean over the batch of ``||dl_b/dcarry_t||``, each ``[T]`` (module doc).
+
+  A cell whose carry is one array gets ``{"h"}``. A carry of several arrays
+  gets ``"total"`` (all of them), and where one of them is the output, ``"h"``
+  (that one) and ``"c"`` (the rest; the LSTM's cell state).
+  """
+  hidden_dim = params["readout"]["W"].shape[0]
+  leaf = output_leaf(cell, params["cell"], batch.inputs, hidden_dim)
+  grads = jax.tree.leaves(carry_gradients(cell, params, batch, leaf))
+  if len(grads) == 1:
+    norms = {"h": _mean_norm_T(grads)}
+  else:
+    norms = {"total": _mean_norm_T(grads)}
+    if leaf is not None:
+      norms["h"] = _mean_norm_T([grads[leaf]])
+      norms["c"] = _mean_norm_T(grads[:leaf] + grads[leaf + 1:])
+  if leaf is None:
+    for values in norms.values():
+      values[-1] = math.nan  # The final carry feeds nothing (module doc).
+  return norms
+
+
+def gradient_batch(cfg: train.RunConfig, seed: int) -> data.Batch:
+  """The batch the norms are measured on: a function of seed and length
+  only, so every cell sees the same palindromes, from a key of its own."""
+  return _make_batch(seed, cfg.length, cfg.batch_size, cfg.encoding)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _make_batch(seed, length: int, batch_size: int, encoding: str):
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(b"gradients"))
+  key = jax.random.fold_in(key, length)
+  return data.make_batch(key, length, batch_size, encoding)
+
+
+def initial_params(cfg: train.RunConfig, seed: int) -> Params:
+  """The parameters training starts from for ``seed``: the same init key."""
+  init_key = train.run_keys(seed, cfg.cell, cfg.length)[0]
+  return _init_model(init_key, cfg.make_cell(), cfg.input_dim, cfg.num_hidden)
+
+
+# One compiled program instead of an op-by-op dispatch of every initialiser.
+_init_model = jax.jit(model.init, static_argnums=(1, 2, 3))
+
+
+def _to_lists(norms: dict[str, np.ndarray]) -> dict[str, list[float]]:
+  return {part: [float(v) for v in values] for part, values in norms.items()}
+
+
+def _mean_over_seeds(per_seed: list[dict[str, list[float]]]) -> dict:
+  """Per-step mean over the seeds whose norms are finite at that step."""
+  mean = {}
+  for part in per_seed[0]:
+    rows = np.array([s[part] for s in per_seed], np.float64)
+    finite = np.isfinite(rows)
+    count = finite.sum(0)
+    total = np.where(finite, rows, 0.0).sum(0)
+    mean[part] = [float(t / c) if c else math.nan
+                  for t, c in zip(total, count)]
+  return mean
+
+
+def gradient_profile(cfg: train.RunConfig, seeds: tuple[int, ...],
+                     train_fn: Callable[..., train.GroupResult] =
+                     train.train_and_evaluate, **train_kwargs) -> dict:
+  """Norms at initialisation and after training ``cfg`` for each seed.
+
+  Returns a JSON-able dict: per seed its status, test accuracy and the norms
+  ``{"init": {part: [T]}, "trained": {...}}``, and the same means over seeds.
+  ``train_kwargs`` (``on_log``, ``devices``) go to ``train_fn``.
+  """
+  cell = cfg.make_cell()
+  group = train_fn(cfg, tuple(seeds), **train_kwargs)
+  per_seed = []
+  for result in group.seeds:
+    batch = gradient_batch(cfg, result.seed)
+    init = hidden_gradient_norms(cell, initial_params(cfg, result.seed), batch)
+    trained = hidden_gradient_norms(cell, result.params, batch)
+    per_seed.append({"seed": result.seed, "status": result.status,
+                     "test_accuracy": result.test_accuracy,
+                     "init": _to_lists(init), "trained": _to_lists(trained)})
+  usable = [s for s in per_seed if s["status"] == "ok"] or per_seed
+  return {
+      "cell": cfg.cell,
+      "length": cfg.length,
+      "train_steps": group.train_steps,
+      "wall_seconds": group.wall_seconds,
+      "init": _mean_over_seeds([s["init"] for s in usable]),
+      "trained": _mean_over_seeds([s["trained"] for s in usable]),
+      "seeds": per_seed,
+  }
+
+
+def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
+                  seeds: tuple[int, ...], results_dir: str,
+                  train_fn: Callable[..., train.GroupResult] =
+                  train.train_and_evaluate,
+                  devices: Optional[Sequence[jax.Device]] = None) -> dict:
+  """:func:`gradient_profile` for every cell; writes ``gradients.json``
+  (after each cell) and ``gradients.png``. Returns what the JSON holds.
+  ``devices`` hold the seeds (see :func:`train.train_and_evaluate`)."""
+  from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
+  settings = dataclasses.asdict(dataclasses.replace(base, length=length))
+  del settings["cell"]
+  results = {
+      "length": length,
+      "seeds": list(seeds),
+      "examples": base.batch_size,
+      "measure": "mean over a batch of ||d loss_b / d carry_t||, loss_b one "
+                 "example's cross-entropy, carry_t the carry after step t",
+      "training_settings": settings,
+      "cells": {},
+  }
+  path = os.path.join(results_dir, "gradients.json")
+  for index, cell in enumerate(cells):
+    cfg = dataclasses.replace(base, cell=cell, length=length)
+    logging.info("[%d/%d] %s N=%d: training %d steps, seeds %s", index + 1,
+                 len(cells), cell, length, cfg.train_steps, list(seeds))
+    start = time.perf_counter()
+    results["cells"][cell] = gradient_profile(
+        cfg, seeds, train_fn, on_log=horizon.log_progress(cfg),
+        devices=devices)
+    logging.info("%s done in %.0f s", cell, time.perf_counter() - start)
+    io.write_json(path, results)
+  plots.gradient_norms(results, os.path.join(results_dir, "gradients.png"))
+  return results
+
+
+def summary_table(results: dict) -> str:
+  """Markdown: the norm at the first and last step, at init and trained."""
+  length = results["length"]
+  lines = [f"Mean ||dl/dcarry_t|| at N={length} (t=0 reads the digit to "
+           "remember; the loss is read after t=N-1)", "",
+           "| cell | part | init t=0 | init t=N-1 | trained t=0 | "
+           "trained t=N-1 | test accuracy |",
+           "|---|---|---|---|---|---|---|"]
+  for cell, profile in results["cells"].items():
+    accuracies = [s["test_accuracy"] for s in profile["seeds"]]
+    accuracy = f"{100 * float(np.mean(accuracies)):.1f}%"
+    for part in sorted(profile["init"]):
+      init, trained = profile["init"][part], profile["trained"][part]
+      lines.append(f"| {cell} | {part} | {_sci(init[0])} | {_sci(init[-1])} "
+                   f"| {_sci(trained[0])} | {_sci(trained[-1])} | {accuracy} |")
+  return "\n".join(lines) + "\n"
+
+
+def _sci(value) -> str:
+  if value is None or not math.isfinite(value):
+    return "–"
+  return f"{value:.2e}"

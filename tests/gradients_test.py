@@ -1,0 +1,166 @@
+"""Per-step gradient norms against a direct jax.grad with respect to h_t."""
+
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from palindrome_jax import cells
+from palindrome_jax import data
+from palindrome_jax import gradients
+from palindrome_jax import io
+from palindrome_jax import model
+from palindrome_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def init(name, hidden, seed=0):
+  """Model parameters, compiled in one program (op by op is slow)."""
+  return gradients.initial_params(
+      train.RunConfig(cell=name, num_hidden=hidden), seed)
+
+
+def direct_norms(cell, params, batch, output_of_carry):
+  """For each t: run the cell step by step to get carry_t, then take the
+  Jacobian of every example's loss with respect to carry_t, running the rest
+  of the sequence from carry_t in Python. Returns per-part norms, each [T]."""
+  batch_size, length = batch.inputs.shape[:2]
+  hidden = params["readout"]["W"].shape[0]
+  carry = cell.initial_carry(batch_size, hidden)
+  carries = []
+  for t in range(length):
+    carry, _ = cells.step_on_input(cell, params["cell"], carry,
+                                   batch.inputs[:, t])
+    carries.append(carry)
+
+  def losses_from(carry, t):
+    for s in range(t + 1, length):
+      carry, _ = cells.step_on_input(cell, params["cell"], carry,
+                                     batch.inputs[:, s])
+    logits = model.readout(params, output_of_carry(carry))
+    return optax.softmax_cross_entropy_with_integer_labels(logits,
+                                                           batch.targets)
+
+  norms = {}
+  for t in range(length):
+    jacobian = jax.jacrev(losses_from)(carries[t], t)  # Leaves [B, B, H].
+    parts = {}
+    for name, jac_BxBxH in zip(("c", "h") if isinstance(carry, tuple)
+                               else ("h",), jax.tree.leaves(jacobian)):
+      diagonal_BxH = jnp.einsum("bbh->bh", jac_BxBxH)
+      off_diagonal = jac_BxBxH - jnp.einsum("bh,bc->bch", diagonal_BxH,
+                                            jnp.eye(batch_size))
+      assert float(jnp.abs(off_diagonal).max()) == 0.0  # Rows independent.
+      parts[name] = jnp.square(diagonal_BxH).sum(-1)
+    if len(parts) > 1:
+      parts["total"] = sum(parts.values())
+    for name, squares_B in parts.items():
+      norms.setdefault(name, []).append(float(jnp.sqrt(squares_B).mean()))
+  return {name: np.array(values) for name, values in norms.items()}
+
+
+@pytest.mark.parametrize("name, output_of_carry", [
+    ("rnn", lambda carry: carry),
+    ("lstm", lambda carry: carry[1]),
+])
+def test_norms_match_direct_grad(name, output_of_carry):
+  cell = cells.get(name)
+  params = init(name, 8)
+  batch = data.make_batch(jax.random.PRNGKey(1), 6, 4)
+  norms = gradients.hidden_gradient_norms(cell, params, batch)
+  expected = direct_norms(cell, params, batch, output_of_carry)
+  assert set(norms) == set(expected)
+  for part in expected:
+    assert norms[part].shape == (6,)
+    np.testing.assert_allclose(norms[part], expected[part], rtol=1e-5,
+                               atol=1e-12, err_msg=part)
+
+
+def test_untrained_rnn_gradients_vanish():
+  cell = cells.get("rnn")
+  params = init("rnn", 32)
+  batch = data.make_batch(jax.random.PRNGKey(1), 20, 64)
+  h = gradients.hidden_gradient_norms(cell, params, batch)["h"]
+  assert np.all(h > 0) or h[0] == 0  # Underflow to 0 is vanishing too.
+  assert h[0] < 1e-2 * h[-1]
+
+
+def test_parts_of_lstm_and_lru():
+  batch = data.make_batch(jax.random.PRNGKey(1), 5, 4)
+  lstm = cells.get("lstm")
+  norms = gradients.hidden_gradient_norms(
+      lstm, init("lstm", 8), batch)
+  assert sorted(norms) == ["c", "h", "total"]
+  assert norms["c"][-1] == 0.0  # The final c feeds only the next step.
+  np.testing.assert_allclose(norms["total"][-1], norms["h"][-1])
+  lru = cells.get("lru")
+  norms = gradients.hidden_gradient_norms(
+      lru, init("lru", 8), batch)
+  assert list(norms) == ["total"]
+  assert math.isnan(norms["total"][-1])  # Its output is not in its carry.
+  assert np.all(np.isfinite(norms["total"][:-1]))
+
+
+def test_initial_params_are_where_training_starts():
+  cfg = train.RunConfig(cell="gru", length=4, num_hidden=8)
+  keys = train.run_keys(7, cfg.cell, cfg.length)
+  state = jax.jit(train.create_train_state, static_argnums=2)(keys[0], keys[1],
+                                                             cfg)
+  expected = jax.tree.leaves(state.params)
+  got = jax.tree.leaves(gradients.initial_params(cfg, 7))
+  for a, b in zip(expected, got, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_gradient_profile_with_a_fake_trainer(tmp_path):
+  base = train.RunConfig(num_hidden=8, batch_size=16, train_steps=3)
+
+  def fake_train(cfg, seeds, **unused_kwargs):
+    params = gradients.initial_params(cfg, 99)
+    seed_results = [train.SeedResult(
+        seed=s, status="ok", test_accuracy=0.5, test_loss=1.0,
+        final_train_loss=1.0, final_train_accuracy=0.5, history={},
+        params=params) for s in seeds]
+    return train.GroupResult(cfg, seed_results, cfg.train_steps, 0.0, 0.0, 1.0)
+
+  results = gradients.run_gradients(base, ("rnn", "lstm"), 7, (1, 2),
+                                    str(tmp_path), train_fn=fake_train)
+  saved = io.read_json(str(tmp_path / "gradients.json"))
+  assert saved["length"] == 7 and saved["seeds"] == [1, 2]
+  rnn = saved["cells"]["rnn"]
+  assert [s["seed"] for s in rnn["seeds"]] == [1, 2]
+  assert len(rnn["init"]["h"]) == len(rnn["trained"]["h"]) == 7
+  cfg = train.RunConfig(cell="rnn", length=7, num_hidden=8, batch_size=16,
+                        train_steps=3)
+  expected = gradients.hidden_gradient_norms(
+      cells.get("rnn"), gradients.initial_params(cfg, 1),
+      gradients.gradient_batch(cfg, 1))["h"]
+  np.testing.assert_allclose(rnn["seeds"][0]["init"]["h"], expected)
+  np.testing.assert_allclose(
+      rnn["init"]["h"], np.mean([s["init"]["h"] for s in rnn["seeds"]], 0))
+  assert sorted(saved["cells"]["lstm"]["trained"]) == ["c", "h", "total"]
+  assert (tmp_path / "gradients.png").stat().st_size > 0
+  assert "| lstm | total |" in gradients.summary_table(results)
+
+
+def test_entrypoint_end_to_end(tmp_path):
+  # The training is horizon_test's end-to-end one: its compiled programs are
+  # in the tests' compilation cache (conftest) when both run.
+  out = tmp_path / "out"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.gradients", "--cells=rnn",
+       "--length=2", "--train_steps=5", "--log_every=5", "--num_hidden=4",
+       "--batch_size=8", "--eval_batches=1", f"--results_dir={out}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  saved = io.read_json(str(out / "gradients.json"))
+  assert len(saved["cells"]["rnn"]["trained"]["h"]) == 2
+  assert (out / "gradients.png").exists()
+  assert "| rnn | h |" in proc.stdout

@@ -1,0 +1,170 @@
+"""The horizon search with a fake trainer, and one tiny real run of the tool."""
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from palindrome_jax import horizon
+from palindrome_jax import io
+from palindrome_jax import train
+from palindrome_jax.sweep import ConfigMismatchError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FakeTrainer:
+  """``train_and_evaluate`` whose test accuracy is ``accuracy(cell, N, seed)``;
+  records the (cell, N) it was asked to train."""
+
+  def __init__(self, accuracy):
+    self.accuracy = accuracy
+    self.calls = []
+
+  def __call__(self, cfg, seeds, **unused_kwargs):
+    self.calls.append((cfg.cell, cfg.length))
+    results = []
+    for seed in seeds:
+      acc = self.accuracy(cfg.cell, cfg.length, seed)
+      results.append(train.SeedResult(
+          seed=seed, status="ok" if math.isfinite(acc) else "diverged at 3",
+          test_accuracy=acc, test_loss=0.0, final_train_loss=0.0,
+          final_train_accuracy=acc, history={}))
+    return train.GroupResult(config=cfg, seeds=results,
+                             train_steps=cfg.train_steps, wall_seconds=0.0,
+                             compile_seconds=0.0, steps_per_second=1.0)
+
+
+def config(**kwargs):
+  return horizon.HorizonConfig(**{"cells": ("rnn",), "base": train.RunConfig(
+      train_steps=10), **kwargs})
+
+
+def up_to(limit):
+  return lambda cell, n, seed: 1.0 if n <= limit else 0.1
+
+
+def test_search_finds_exact_horizon_in_log_many_steps():
+  tried = []
+  def passes(n):
+    tried.append(n)
+    return n <= 37
+  assert horizon.search(passes, 5, 200) == 37
+  assert tried[:4] == [5, 10, 20, 40]
+  assert len(tried) == len(set(tried))
+  assert len(tried) <= 2 * math.ceil(math.log2(200 / 5)) + 2
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 5, 6, 17, 63, 64, 65, 99, 100])
+def test_search_matches_brute_force(limit):
+  assert horizon.search(lambda n: n <= limit, 2, 100) == (
+      None if limit < 2 else limit)
+
+
+def test_search_edges():
+  assert horizon.search(lambda n: False, 5, 200) is None
+  tried = []
+  assert horizon.search(lambda n: tried.append(n) or True, 5, 200) == 200
+  assert tried == [5, 10, 20, 40, 80, 160, 200]
+  assert horizon.search(lambda n: True, 7, 7) == 7
+  with pytest.raises(ValueError):
+    horizon.search(lambda n: True, 8, 7)
+
+
+def test_run_horizon_writes_files_and_messages(tmp_path):
+  trainer = FakeTrainer(lambda cell, n, seed: {"rnn": 1.0 if n <= 37 else 0.1,
+                                               "lstm": 0.5, "gru": 1.0}[cell])
+  content = horizon.run_horizon(config(cells=("rnn", "lstm", "gru")),
+                                str(tmp_path), train_fn=trainer)
+  cells = content["cells"]
+  assert cells["rnn"]["horizon"] == 37
+  assert cells["lstm"]["horizon"] is None
+  assert "even at the shortest length, N=5" in cells["lstm"]["message"]
+  assert [e["length"] for e in cells["lstm"]["evaluations"]] == [5]
+  assert cells["gru"]["horizon"] == 200
+  assert "may be longer" in cells["gru"]["message"]
+  for name in ("horizon.json", "horizon.md", "horizon.png"):
+    assert os.path.getsize(tmp_path / name) > 0
+  saved = io.read_json(str(tmp_path / "horizon.json"))
+  assert saved["cells"]["rnn"]["horizon"] == 37
+  assert saved["settings"]["threshold"] == 0.99
+  table = (tmp_path / "horizon.md").read_text()
+  assert "| rnn | 37 |" in table and "| lstm | < 5 |" in table
+  assert "| gru | ≥ 200 |" in table
+
+
+def test_pass_needs_the_mean_over_seeds_and_no_divergence(tmp_path):
+  trainer = FakeTrainer(lambda cell, n, seed: {
+      (5, 0): 1.0, (5, 1): 0.97,  # Mean 0.985: fails 0.99.
+  }.get((n, seed), 0.0))
+  content = horizon.run_horizon(config(seeds=(0, 1)), str(tmp_path / "a"),
+                                train_fn=trainer)
+  record = content["cells"]["rnn"]["evaluations"][0]
+  assert record["accuracies"] == [1.0, 0.97] and not record["passed"]
+
+  trainer = FakeTrainer(lambda cell, n, seed: math.nan if seed else 1.0)
+  content = horizon.run_horizon(config(seeds=(0, 1)), str(tmp_path / "b"),
+                                train_fn=trainer)
+  assert content["cells"]["rnn"]["horizon"] is None
+
+
+def test_rerun_reuses_lengths_and_refuses_other_settings(tmp_path):
+  trainer = FakeTrainer(up_to(37))
+  horizon.run_horizon(config(), str(tmp_path), train_fn=trainer)
+  first = list(trainer.calls)
+  trainer.calls.clear()
+  content = horizon.run_horizon(config(cells=("rnn", "gru")), str(tmp_path),
+                                train_fn=trainer)
+  assert all(cell == "gru" for cell, _ in trainer.calls)
+  assert content["cells"]["rnn"]["horizon"] == 37
+  assert len(content["cells"]["rnn"]["search_order"]) == len(first)
+
+  with pytest.raises(ConfigMismatchError, match="threshold"):
+    horizon.run_horizon(config(threshold=0.5), str(tmp_path),
+                        train_fn=trainer)
+  content = horizon.run_horizon(config(threshold=0.5), str(tmp_path),
+                                overwrite=True, train_fn=trainer)
+  assert list(content["cells"]) == ["rnn"]
+
+
+def test_a_failing_cell_does_not_stop_the_others(tmp_path):
+  def accuracy(cell, n, seed):
+    if (cell == "gru" and n == 10) or cell == "lstm":
+      raise RuntimeError("out of memory")
+    return 1.0 if n <= 37 else 0.1
+  content = horizon.run_horizon(config(cells=("gru", "lstm", "rnn")),
+                                str(tmp_path), train_fn=FakeTrainer(accuracy))
+  assert content["cells"]["gru"]["message"].startswith("error: RuntimeError")
+  assert [e["length"] for e in content["cells"]["gru"]["evaluations"]] == [5]
+  assert content["cells"]["lstm"]["evaluations"] == []
+  assert content["cells"]["rnn"]["horizon"] == 37
+  assert "| gru | error |" in (tmp_path / "horizon.md").read_text()
+
+
+def test_entrypoint_end_to_end(tmp_path):
+  """The real trainer at tiny settings: the files appear."""
+  out = tmp_path / "out"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.horizon", "--cells=rnn",
+       "--train_steps=5", "--log_every=5", "--num_hidden=4", "--batch_size=8",
+       "--eval_batches=1", "--min_length=2", "--max_length=2",
+       "--threshold=0.01", f"--results_dir={out}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  content = io.read_json(str(out / "horizon.json"))
+  assert content["cells"]["rnn"]["evaluations"]
+  assert "message" in content["cells"]["rnn"]
+  assert (out / "horizon.png").exists() and (out / "horizon.md").exists()
+  assert "| rnn |" in proc.stdout
+
+
+def test_entrypoint_rejects_bad_flags(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.horizon", "--min_length=9",
+       "--max_length=4", f"--results_dir={tmp_path}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: --max_length: 4 is below --min_length (9)")
