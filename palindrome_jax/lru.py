@@ -102,7 +102,7 @@ def lru_output(params: cells.Params, x_re: jax.Array, x_im: jax.Array,
   z = (jax.nn.gelu(y) @ params["W_glu"]
        + jax.lax.broadcast_to_rank(params["b_glu"], y.ndim))
   values, gates = jnp.split(z, 2, axis=-1)
-  return y + values * cells.sigmoid(gates)
+  return y + values * jax.nn.sigmoid(gates)
 
 
 def lru_step(params: cells.Params, carry, u_Bx3H: jax.Array):
