@@ -74,6 +74,12 @@ CPU_DEVICES = flags.DEFINE_integer(
     "On CPU, expose this many devices so independent runs use every core "
     "(one run per device); 0: one per core. Ignored on GPU/TPU.")
 
+COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", "~/.cache/palindrome_jax/xla",
+    "Keep compiled programs here (JAX's persistent cache), so a rerun, a "
+    "resumed sweep or another tool with the same shapes skips compiling; "
+    "empty: off.")
+
 FLAGS = flags.FLAGS
 
 
@@ -87,6 +93,10 @@ def configure_devices() -> list:
                                f"must be >= 0, got {CPU_DEVICES.value}")
   count = CPU_DEVICES.value or os.cpu_count() or 1
   jax.config.update("jax_num_cpu_devices", count)
+  if COMPILATION_CACHE_DIR.value and not os.environ.get(
+      "JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser(COMPILATION_CACHE_DIR.value))
   devices = jax.devices()
   logging.info("JAX %s on %d device(s): %s", jax.__version__, len(devices),
                devices)

@@ -26,7 +26,7 @@ def _sum_outer(hs_TxBxH: jax.Array, dz_TxBxG: jax.Array) -> jax.Array:
 def rnn_sequence(w_h_HxH, b_H, h0_BxH, u_TxBxH):
   """All hidden states ``h_TxBxH`` of the vanilla RNN from ``h0``."""
   def body(h_BxH, u_BxH):
-    h_BxH = jnp.tanh(u_BxH + h_BxH @ w_h_HxH + b_H)
+    h_BxH = jnp.tanh(u_BxH + h_BxH @ w_h_HxH + b_H[None, :])
     return h_BxH, h_BxH
   return jax.lax.scan(body, h0_BxH, u_TxBxH)[1]
 
@@ -60,7 +60,7 @@ rnn_sequence.defvjp(_rnn_fwd, _rnn_bwd)
 def _lstm_forward(w_h_Hx4H, b_4H, c0_BxH, h0_BxH, u_TxBx4H):
   def body(carry, u_Bx4H):
     c_BxH, h_BxH = carry
-    z_Bx4H = u_Bx4H + h_BxH @ w_h_Hx4H + b_4H
+    z_Bx4H = u_Bx4H + h_BxH @ w_h_Hx4H + b_4H[None, :]
     zi, zf, zg, zo = jnp.split(z_Bx4H, 4, axis=-1)
     i, f, g, o = (jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg),
                   jax.nn.sigmoid(zo))

@@ -17,11 +17,13 @@ import dataclasses
 import json
 import math
 import os
+import threading
 import time
 import traceback
 from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
+import jax
 import numpy as np
 
 from palindrome_jax import io
@@ -158,6 +160,7 @@ class ResultsFile:
   def __init__(self, results_dir: str, config: HorizonConfig,
                overwrite: bool = False):
     self.path = os.path.join(results_dir, "horizon.json")
+    self._lock = threading.Lock()
     self.content = {"settings": config.settings(), "cells": {}}
     if not os.path.exists(self.path):
       return
@@ -181,11 +184,12 @@ class ResultsFile:
 
   def update(self, cell: str, evaluations: dict[int, dict],
              result: Optional[dict] = None) -> None:
-    entry = self.content["cells"].setdefault(cell, {})
-    entry["evaluations"] = [evaluations[n] for n in sorted(evaluations)]
-    if result is not None:
-      entry.update(result)
-    io.write_json(self.path, self.content)
+    with self._lock:  # Cells may be searched in parallel threads.
+      entry = self.content["cells"].setdefault(cell, {})
+      entry["evaluations"] = [evaluations[n] for n in sorted(evaluations)]
+      if result is not None:
+        entry.update(result)
+      io.write_json(self.path, self.content)
 
 
 def _flat(settings: dict) -> dict:
@@ -206,7 +210,9 @@ def run_horizon(config: HorizonConfig, results_dir: str,
   """
   from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
   results = ResultsFile(results_dir, config, overwrite)
-  for index, cell in enumerate(config.cells):
+  devices = list(devices or jax.devices()[:1])
+
+  def search_cell(index, cell, cell_devices):
     start = time.perf_counter()
     logging.info("[%d/%d] %s: searching N in [%d, %d]", index + 1,
                  len(config.cells), cell, config.min_length, config.max_length)
@@ -215,7 +221,7 @@ def run_horizon(config: HorizonConfig, results_dir: str,
         cell, evaluations)
     try:
       result = cell_horizon(cell, config, evaluations, train_fn, save,
-                            devices)
+                            cell_devices)
     except Exception as error:  # pylint: disable=broad-except
       logging.error("%s failed:\n%s", cell, traceback.format_exc())
       message = f"{type(error).__name__}: {error}".splitlines()[0]
@@ -223,6 +229,15 @@ def run_horizon(config: HorizonConfig, results_dir: str,
     result["search_seconds"] = time.perf_counter() - start
     results.update(cell, evaluations, result)
     logging.info("%s: %s", cell, result["message"])
+
+  if len(devices) == 1 or len(config.seeds) % len(devices) == 0:
+    for index, cell in enumerate(config.cells):
+      search_cell(index, cell, devices)  # Seeds split over the devices.
+  else:
+    # Each cell's search is sequential; different cells run side by side,
+    # one per device (one per core on a CPU), as the sweep's groups do.
+    train.map_on_devices(lambda i, d: search_cell(i, config.cells[i], d),
+                         range(len(config.cells)), devices)
   content = results.content
   io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
                        summary_table(content))

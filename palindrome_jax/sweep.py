@@ -8,13 +8,11 @@ skips what finished and trains the rest. Summary files (``results.json``,
 the end, so they always cover every finished run in the directory.
 """
 
-from concurrent import futures
 import csv
 import dataclasses
 import io as std_io
 import math
 import os
-import queue
 import threading
 import time
 import traceback
@@ -196,8 +194,10 @@ class _Progress:
   """Logs which run, step, loss, accuracy, steps/s and ETAs."""
 
   def __init__(self, groups: list[train.RunConfig]):
-    # Time per step grows with the length; weight the remaining work by it.
-    self.total_work = sum(c.train_steps * c.length for c in groups)
+    # Work is weighted by the expected cost of each group (steps x length x
+    # parameters), so the ETA does not assume every run is as fast.
+    self.costs = [_expected_cost(c) for c in groups]
+    self.total_work = sum(self.costs)
     self.num_groups = len(groups)
     self.start = time.perf_counter()
     self.lock = threading.Lock()
@@ -213,7 +213,7 @@ class _Progress:
     def on_log(info):
       step = info["step"]
       with self.lock:
-        self.running[index] = step * cfg.length
+        self.running[index] = self.costs[index] * step / cfg.train_steps
         done_work = self._done_work()
       run_elapsed = time.perf_counter() - group_start
       run_eta = (info["steps_per_second"] and
@@ -234,7 +234,7 @@ class _Progress:
     def finish():
       with self.lock:
         self.running.pop(index, None)
-        self.finished[index] = cfg.train_steps * cfg.length
+        self.finished[index] = self.costs[index]
 
     return on_log, finish
 
@@ -300,25 +300,23 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
     for index, cfg in enumerate(groups):
       run_group(index, cfg, devices)
   else:
-    # One group per device at a time; each worker thread owns one device.
-    free = queue.SimpleQueue()
-    for device in devices:
-      free.put(device)
-
-    def on_free_device(index, cfg):
-      device = free.get()
-      try:
-        run_group(index, cfg, [device])
-      finally:
-        free.put(device)
-
-    with futures.ThreadPoolExecutor(len(devices)) as pool:
-      for job in [pool.submit(on_free_device, i, c)
-                  for i, c in enumerate(groups)]:
-        job.result()
+    # One group per device at a time, longest first, so the last to finish
+    # is a short one and no device idles long at the end.
+    order = sorted(range(len(groups)), key=lambda i: -_expected_cost(groups[i]))
+    train.map_on_devices(lambda i, d: run_group(i, groups[i], d), order,
+                         devices)
   rows = results.all_runs()
   write_summaries(rows, results)
   return rows
+
+
+def _expected_cost(cfg: train.RunConfig) -> float:
+  """Relative training time: steps x length x the cell's parameter count."""
+  init = cfg.make_cell().init
+  shapes = jax.eval_shape(lambda key: init(key, cfg.input_dim, cfg.num_hidden),
+                          jax.random.PRNGKey(0))
+  size = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes))
+  return float(cfg.train_steps) * cfg.length * float(size)
 
 
 def write_summaries(rows: list[dict], results: ResultsDir) -> str:

@@ -6,10 +6,12 @@ a chunk of steps so one dispatch runs every step between two log points, and
 (``jax.vmap`` over seeds), checking for divergence after every chunk.
 """
 
+from concurrent import futures
 import dataclasses
 import json
 import math
 import os
+import queue
 import time
 import zlib
 from typing import Any, Callable, Optional, Sequence
@@ -226,6 +228,31 @@ def seed_sharding(devices: Sequence[jax.Device], num_seeds: int):
   return jax.sharding.SingleDeviceSharding(devices[0])
 
 
+def map_on_devices(fn: Callable[[Any, list], Any], items: Sequence[Any],
+                   devices: Sequence[jax.Device]) -> list:
+  """``[fn(item, [device]) ...]``, one item per device at a time.
+
+  Items run side by side in threads, each on a device of its own while it
+  runs (a CPU forced to expose one device per core puts every core to work);
+  JAX releases the GIL while a compiled program runs. Results keep the order
+  of ``items``; the first exception is raised once all have finished.
+  """
+  free = queue.SimpleQueue()
+  for device in devices:
+    free.put(device)
+
+  def on_free_device(item):
+    device = free.get()
+    try:
+      return fn(item, [device])
+    finally:
+      free.put(device)
+
+  with futures.ThreadPoolExecutor(len(devices)) as pool:
+    jobs = [pool.submit(on_free_device, item) for item in items]
+  return [job.result() for job in jobs]
+
+
 def init_states(cfg: RunConfig, seeds: Sequence[int],
                 sharding=None) -> TrainState:
   """The stacked initial states of ``seeds``, as :func:`train_and_evaluate`
@@ -237,7 +264,13 @@ def init_states(cfg: RunConfig, seeds: Sequence[int],
   # compile it once for all of them.
   init_cfg = dataclasses.replace(cfg, length=1, train_steps=1, log_every=1,
                                  eval_batches=1, unroll=1)
-  return _init_seeds(init_keys, train_keys, init_cfg)
+  state = _init_seeds(init_keys, train_keys, init_cfg)
+  if sharding is not None:
+    # Constant leaves (zero biases, step counters) come out replicated; put
+    # every leaf's seed axis where the chunk program leaves it, so the
+    # program compiled for the first chunk accepts its own output.
+    state = jax.device_put(state, sharding)
+  return state
 
 
 def compile_chunk(cfg: RunConfig, state: TrainState, num_steps: int):

@@ -1,0 +1,42 @@
+"""Runs and seeds spread over two CPU devices give the numbers of one device.
+
+JAX fixes its device count when its backend starts, so each configuration
+runs the sweep entrypoint in a subprocess (``--cpu_devices``).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_FIELDS = ("cell", "length", "seed", "status", "test_accuracy",
+                 "test_loss", "final_train_loss", "history")
+
+
+def _sweep(results_dir, cpu_devices, seeds):
+  subprocess.run(
+      [sys.executable, "-m", "experiments.sweep", "--cells=rnn,lstm",
+       "--lengths=3,4", "--batch_size=8", "--num_hidden=8", "--train_steps=40",
+       "--log_every=20", "--eval_batches=2", f"--seeds={seeds}",
+       f"--cpu_devices={cpu_devices}", f"--results_dir={results_dir}"],
+      cwd=REPO, check=True, capture_output=True)
+  with open(os.path.join(results_dir, "results.json")) as f:
+    rows = json.load(f)
+  with open(os.path.join(results_dir, "config.json")) as f:
+    devices = json.load(f)["devices"]
+  return [{k: r[k] for k in RESULT_FIELDS} for r in rows], devices
+
+
+@pytest.mark.parametrize("seeds, layout", [
+    (1, "one run per device, side by side"),
+    (2, "each run's seeds split over the devices"),
+])
+def test_two_cpu_devices_reproduce_one(tmp_path, seeds, layout):
+  one, one_devices = _sweep(tmp_path / "one", 1, seeds)
+  two, two_devices = _sweep(tmp_path / "two", 2, seeds)
+  assert len(one_devices) == 1 and len(two_devices) == 2
+  assert len(two) == 4 * seeds
+  assert two == one, layout
