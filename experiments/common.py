@@ -4,6 +4,7 @@ Training options are defined once here; ``sweep``, ``horizon``, ``gradients``
 and ``benchmark`` all read them, so a recipe carries from one tool to another.
 """
 
+import dataclasses
 import importlib
 import sys
 
@@ -12,7 +13,6 @@ from absl import flags
 from absl import logging
 
 from palindrome_jax import cells
-from palindrome_jax import data
 from palindrome_jax import train
 from palindrome_jax import validation
 
@@ -127,13 +127,17 @@ def seed_values() -> tuple[int, ...]:
     raise validation.FlagError("seeds", f"must be >= 1, got {SEEDS.value}")
   if SEED.value < 0:
     raise validation.FlagError("seed", f"must be >= 0, got {SEED.value}")
+  if SEED.value + SEEDS.value > 2**31:
+    raise validation.FlagError(
+        "seed", f"seeds {SEED.value}..{SEED.value + SEEDS.value - 1} exceed "
+        f"the largest seed, {2**31 - 1}")
   return tuple(range(SEED.value, SEED.value + SEEDS.value))
 
 
 def base_run_config(cell: str = "lstm", length: int = 5) -> train.RunConfig:
-  """A validated :class:`RunConfig` from the shared flags."""
-  validation.choice("encoding", ENCODING.value, data.ENCODINGS)
-  return validation.run_config(train.RunConfig(
+  """A validated :class:`RunConfig` from the shared flags; every cell of
+  --cells is checked to build with its options."""
+  base = validation.run_config(train.RunConfig(
       cell=cell, length=length, batch_size=BATCH_SIZE.value,
       num_hidden=NUM_HIDDEN.value, learning_rate=LEARNING_RATE.value,
       optimizer=OPTIMIZER.value, max_norm=MAX_NORM.value,
@@ -142,6 +146,9 @@ def base_run_config(cell: str = "lstm", length: int = 5) -> train.RunConfig:
       log_every=LOG_EVERY.value, eval_batches=EVAL_BATCHES.value,
       forget_bias=FORGET_BIAS.value, chrono_t_max=CHRONO_T_MAX.value,
       unroll=UNROLL.value))
+  for name in cell_names():
+    validation.run_config(dataclasses.replace(base, cell=name))
+  return base
 
 
 def _parse_flags(argv):

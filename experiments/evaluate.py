@@ -31,9 +31,11 @@ def main(argv):
                                f"{results_dir!r} holds no sweep results")
   lengths = (validation.int_list("lengths", LENGTHS.value)
              if LENGTHS.value is not None else None)
+  validation.writable_dir("results_dir", results_dir)
   cells = (common.cell_names() if common.FLAGS["cells"].present else None)
   missing = [c for c in io.read_json(os.path.join(
-      results_dir, "config.json"))["cells"] if c not in cells_lib.names()]
+      results_dir, "config.json"))["cells"]
+             if c not in cells_lib.names() and (cells is None or c in cells)]
   if missing:
     raise validation.FlagError(
         "cell_module", f"the sweep used cells {missing} that are not "

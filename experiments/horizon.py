@@ -54,7 +54,7 @@ def main(argv):
     content = horizon.run_horizon(config, results_dir,
                                   overwrite=OVERWRITE.value, devices=devices)
   except sweep.ConfigMismatchError as error:
-    raise validation.FlagError("results_dir", str(error).split(": ", 1)[-1])
+    raise validation.FlagError("results_dir", str(error)) from None
   print(horizon.summary_table(content))
   print(f"Results in {results_dir}/")
 

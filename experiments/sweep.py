@@ -46,7 +46,7 @@ def main(argv):
     rows = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,
                            devices=devices)
   except sweep.ConfigMismatchError as error:
-    raise validation.FlagError("results_dir", str(error).split(": ", 1)[-1])
+    raise validation.FlagError("results_dir", str(error)) from None
   print(sweep.summary_table(rows))
   print(f"Results in {results_dir}/")
 

@@ -522,9 +522,7 @@ def run_benchmark(config: BenchmarkConfig, results_dir: str) -> Report:
               "steps": config.steps, "eager_steps": config.eager_steps,
               "repeats": config.repeats, "torch": config.torch,
               "seed": config.seed, "methods": list(config.methods),
-              "train_config": {k: v for k, v in
-                               dataclasses.asdict(config.base).items()
-                               if k not in ("cell", "length")}}
+              "train_config": config.base.training_settings()}
   report = Report(machine, settings, peaks, rows)
   report.table = markdown(report)
   io.write_json(os.path.join(results_dir, "benchmark.json"), report.to_json())

@@ -9,7 +9,8 @@ the scan and ``step`` receives ``u_t`` instead of ``x_t`` (:func:`step_on_input`
 runs one step from a raw input either way). That pays for wide inputs only:
 with this task's 1 or 10 input features, reading a hoisted ``[T, B, 4H]``
 projection costs more than the tiny per-step ``x_t W_x`` (LSTM N=20: 41-45
-steps/s hoisted, 51-56 not, on a 2-core CPU), so the built-in cells do not.
+steps/s hoisted, 51-56 not, on a 2-core CPU), so rnn, irnn, lstm and gru do
+not (the lru, whose step has no matmul of its own, does).
 
 Cells are looked up by name in one registry: adding a cell is an init/step pair
 and one :func:`register` call (see the README's "Add a cell"). Gate weights are

@@ -1,8 +1,9 @@
 """Reloads a sweep's saved parameters and tests them, at any length.
 
 A cell that learned N=10 reads any number of digits (the scan does not care),
-so this answers "does it still work at N=12?". At the trained length the
-test batches are the sweep's own, so the accuracy matches its table exactly.
+so this answers "does it still work at N=12?". At the trained length, with
+the sweep's ``eval_batches``, the test batches are the sweep's own, so the
+accuracy matches its table (a test checks that it is equal).
 """
 
 import dataclasses

@@ -196,8 +196,7 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
   (after each cell) and ``gradients.png``. Returns what the JSON holds.
   ``devices`` hold the seeds (see :func:`train.train_and_evaluate`)."""
   from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
-  settings = dataclasses.asdict(dataclasses.replace(base, length=length))
-  del settings["cell"]
+  settings = {**base.training_settings(), "length": length}
   results = {
       "length": length,
       "seeds": list(seeds),

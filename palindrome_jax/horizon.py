@@ -28,7 +28,7 @@ import numpy as np
 
 from palindrome_jax import io
 from palindrome_jax import train
-from palindrome_jax.sweep import ConfigMismatchError
+from palindrome_jax.sweep import mismatch_error
 
 TrainFn = Callable[..., train.GroupResult]
 
@@ -46,8 +46,7 @@ class HorizonConfig:
 
   def settings(self) -> dict[str, Any]:
     """Everything but the cells: what must match to reuse earlier results."""
-    training = dataclasses.asdict(self.base)
-    del training["cell"], training["length"]
+    training = self.base.training_settings()
     return json.loads(json.dumps({
         "threshold": self.threshold, "min_length": self.min_length,
         "max_length": self.max_length, "seeds": list(self.seeds),
@@ -168,19 +167,15 @@ class ResultsFile:
     if previous.get("settings") == self.content["settings"]:
       self.content["cells"] = previous.get("cells", {})
     elif not overwrite:
-      old = _flat(previous.get("settings") or {})
-      new = _flat(self.content["settings"])
-      changed = sorted(k for k in set(old) | set(new)
-                       if old.get(k) != new.get(k))
-      raise ConfigMismatchError(
-          f"--results_dir={results_dir} holds a horizon search with other "
-          f"settings ({', '.join(changed)}); use --overwrite to replace it or "
-          "another --results_dir")
+      raise mismatch_error(results_dir, "a horizon search",
+                           _flat(previous.get("settings") or {}),
+                           _flat(self.content["settings"]))
 
   def evaluations(self, cell: str) -> dict[int, dict]:
     """The lengths tried for ``cell`` so far, by length."""
-    entry = self.content["cells"].setdefault(cell, {"evaluations": []})
-    return {e["length"]: e for e in entry["evaluations"]}
+    with self._lock:
+      entry = self.content["cells"].setdefault(cell, {"evaluations": []})
+      return {e["length"]: e for e in entry["evaluations"]}
 
   def update(self, cell: str, evaluations: dict[int, dict],
              result: Optional[dict] = None) -> None:
@@ -230,14 +225,9 @@ def run_horizon(config: HorizonConfig, results_dir: str,
     results.update(cell, evaluations, result)
     logging.info("%s: %s", cell, result["message"])
 
-  if len(devices) == 1 or len(config.seeds) % len(devices) == 0:
-    for index, cell in enumerate(config.cells):
-      search_cell(index, cell, devices)  # Seeds split over the devices.
-  else:
-    # Each cell's search is sequential; different cells run side by side,
-    # one per device (one per core on a CPU), as the sweep's groups do.
-    train.map_on_devices(lambda i, d: search_cell(i, config.cells[i], d),
-                         range(len(config.cells)), devices)
+  # Each cell's search is sequential; different cells may run side by side.
+  train.map_on_devices(lambda i, d: search_cell(i, config.cells[i], d),
+                       range(len(config.cells)), devices, len(config.seeds))
   content = results.content
   io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
                        summary_table(content))

@@ -151,12 +151,17 @@ def lru_parallel(params: cells.Params, u_TxBxD: jax.Array):
 
 
 def make_cell(r_min: float = R_MIN, r_max: float = R_MAX,
-              max_phase: float = MAX_PHASE) -> cells.Cell:
+              max_phase: float = MAX_PHASE,
+              parallel: bool = False) -> cells.Cell:
   """An LRU cell with its own initial ring of eigenvalues, e.g. to register
-  ``cells.register("lru_slow", lru.make_cell(r_min=0.99, r_max=0.9999))``."""
+  ``cells.register("lru_slow", lru.make_cell(r_min=0.99, r_max=0.9999))``.
+  With ``parallel`` the model runs it over time with ``associative_scan``
+  (:func:`lru_sequence`; same numbers, O(log T) depth, slower on a CPU)."""
   init = functools.partial(lru_init, r_min=r_min, r_max=r_max,
                            max_phase=max_phase)
-  return cells.Cell(init, lru_step, lru_initial_carry, lru_project)
+  return cells.Cell(init, lru_step, lru_initial_carry, lru_project,
+                    sequence=lru_sequence if parallel else None)
 
 
 cells.register("lru", make_cell())
+cells.register("lru_parallel", make_cell(parallel=True))

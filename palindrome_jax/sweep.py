@@ -48,9 +48,7 @@ class SweepConfig:
 
   def training_settings(self) -> dict[str, Any]:
     """What must match for two sweeps to share a results directory."""
-    settings = dataclasses.asdict(self.base)
-    del settings["cell"], settings["length"]
-    return settings
+    return self.base.training_settings()
 
 
 def run_name(cell: str, length: int, seed: int) -> str:
@@ -99,29 +97,35 @@ class ConfigMismatchError(ValueError):
   """The results directory holds a sweep with other training settings."""
 
 
+def mismatch_error(root: str, what: str, previous: dict,
+                   current: dict) -> ConfigMismatchError:
+  """The error for a directory holding ``what`` made with other settings,
+  naming the settings that differ."""
+  changed = sorted(k for k in set(previous) | set(current)
+                   if previous.get(k) != current.get(k))
+  return ConfigMismatchError(
+      f"{root} holds {what} with other settings ({', '.join(changed)}); use "
+      "--overwrite to replace it, or another --results_dir")
+
+
 def check_results_dir(sweep: SweepConfig, results: ResultsDir,
                       overwrite: bool) -> None:
-  """Refuses to mix settings in one directory, unless ``overwrite``.
-
-  With ``overwrite`` the previous runs, parameters and checkpoints are removed.
-  """
+  """Refuses to mix training settings in one directory, unless ``overwrite``:
+  then the previous sweep (runs, parameters, checkpoints, config) is removed.
+  A sweep with the same settings is always continued, never removed."""
   config_path = results.path("config.json")
   if not os.path.exists(config_path):
     return
-  if overwrite:
-    import shutil  # pylint: disable=g-import-not-at-top
-    for sub in ("runs", "params", "checkpoints"):
-      shutil.rmtree(results.path(sub), ignore_errors=True)
-    return
-  previous = io.read_json(config_path).get("training_settings")
+  previous = io.read_json(config_path).get("training_settings") or {}
   current = _jsonable(sweep.training_settings())
-  if previous != current:
-    changed = sorted(k for k in set(previous or {}) | set(current)
-                     if (previous or {}).get(k) != current.get(k))
-    raise ConfigMismatchError(
-        f"--results_dir={results.root} holds a sweep with other settings "
-        f"({', '.join(changed)}); use --overwrite to replace it or another "
-        "--results_dir")
+  if previous == current:
+    return
+  if not overwrite:
+    raise mismatch_error(results.root, "a sweep", previous, current)
+  import shutil  # pylint: disable=g-import-not-at-top
+  for sub in ("runs", "params", "checkpoints"):
+    shutil.rmtree(results.path(sub), ignore_errors=True)
+  os.remove(config_path)
 
 
 def _jsonable(value):
@@ -231,10 +235,13 @@ class _Progress:
           info["steps_per_second"], _format_seconds(run_elapsed),
           _format_seconds(run_eta), _format_seconds(sweep_eta))
 
-    def finish():
+    def finish(skipped: bool = False):
       with self.lock:
         self.running.pop(index, None)
-        self.finished[index] = self.costs[index]
+        if skipped:  # Done in an earlier session: not this one's work.
+          self.total_work -= self.costs[index]
+        else:
+          self.finished[index] = self.costs[index]
 
     return on_log, finish
 
@@ -267,7 +274,7 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
       logging.info("[%d/%d] %s N=%d: seeds %s finished earlier, skipped",
                    index + 1, len(groups), cfg.cell, cfg.length, done)
     if not todo:
-      finish()
+      finish(skipped=True)
       return
     checkpoint = (results.checkpoint_file(cfg, todo)
                   if sweep.checkpoint_every else None)
@@ -296,15 +303,11 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
     if checkpoint and os.path.exists(checkpoint):
       os.remove(checkpoint)
 
-  if len(devices) == 1 or len(sweep.seeds) % len(devices) == 0:
-    for index, cfg in enumerate(groups):
-      run_group(index, cfg, devices)
-  else:
-    # One group per device at a time, longest first, so the last to finish
-    # is a short one and no device idles long at the end.
-    order = sorted(range(len(groups)), key=lambda i: -_expected_cost(groups[i]))
-    train.map_on_devices(lambda i, d: run_group(i, groups[i], d), order,
-                         devices)
+  # Longest first: when groups run side by side, the last to finish is then
+  # a short one and no device idles long at the end.
+  order = sorted(range(len(groups)), key=lambda i: -progress.costs[i])
+  train.map_on_devices(lambda i, d: run_group(i, groups[i], d), order,
+                       devices, len(sweep.seeds))
   rows = results.all_runs()
   write_summaries(rows, results)
   return rows

@@ -56,6 +56,13 @@ class RunConfig:
   chrono_t_max: Optional[float] = None
   unroll: int = 1
 
+  def training_settings(self) -> dict[str, Any]:
+    """Every field but the cell and the length: what runs of one sweep (or
+    search) share, and what must match for them to share a directory."""
+    settings = dataclasses.asdict(self)
+    del settings["cell"], settings["length"]
+    return settings
+
   def make_cell(self) -> cells_lib.Cell:
     return cells_lib.get(self.cell, forget_bias=self.forget_bias,
                          chrono_t_max=self.chrono_t_max)
@@ -229,14 +236,20 @@ def seed_sharding(devices: Sequence[jax.Device], num_seeds: int):
 
 
 def map_on_devices(fn: Callable[[Any, list], Any], items: Sequence[Any],
-                   devices: Sequence[jax.Device]) -> list:
-  """``[fn(item, [device]) ...]``, one item per device at a time.
+                   devices: Sequence[jax.Device], num_seeds: int) -> list:
+  """``[fn(item, devices_for_item) ...]``: how independent runs of
+  ``num_seeds`` seeds each share ``devices``.
 
-  Items run side by side in threads, each on a device of its own while it
-  runs (a CPU forced to expose one device per core puts every core to work);
-  JAX releases the GIL while a compiled program runs. Results keep the order
-  of ``items``; the first exception is raised once all have finished.
+  When the seeds split evenly over the devices (see :func:`seed_sharding`),
+  items run one after another, each on all devices. Otherwise they run side
+  by side in threads, one device each at a time (a CPU exposing one device
+  per core then puts every core to work; JAX releases the GIL while a
+  compiled program runs). Results keep the order of ``items``; the first
+  exception is raised once all have finished.
   """
+  devices = list(devices)
+  if len(devices) == 1 or num_seeds % len(devices) == 0:
+    return [fn(item, devices) for item in items]
   free = queue.SimpleQueue()
   for device in devices:
     free.put(device)

@@ -61,8 +61,8 @@ def name_list(flag: str, text: str, allowed: Iterable[str]) -> tuple[str, ...]:
 
 
 def positive(flag: str, value, allow_zero: bool = False):
-  ok = value >= 0 if allow_zero else value > 0
-  if value is None or not math.isfinite(value) or not ok:
+  if value is None or not math.isfinite(value) or not (
+      value >= 0 if allow_zero else value > 0):
     raise FlagError(flag, f"must be {'>= 0' if allow_zero else '> 0'}, "
                     f"got {value}")
   return value
@@ -101,6 +101,12 @@ def run_config(cfg: train.RunConfig) -> train.RunConfig:
     raise FlagError("forget_bias", f"must be finite, got {cfg.forget_bias}")
   if cfg.chrono_t_max is not None and not cfg.chrono_t_max > 2:
     raise FlagError("chrono_t_max", f"must be > 2, got {cfg.chrono_t_max}")
+  try:
+    cfg.make_cell()
+  except Exception as error:  # pylint: disable=broad-except
+    # A user's factory (--cell_module) that rejects the init options.
+    raise FlagError("cells", f"cannot build {cfg.cell!r}: "
+                    f"{type(error).__name__}: {error}") from None
   return cfg
 
 

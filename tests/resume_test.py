@@ -151,7 +151,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
   assert "1 failed" in table
   # A rerun retries what failed, and only that.
   rows = sweep.run_sweep(config, str(tmp_path), train_fn=flaky_train)
-  assert attempts == ["rnn", "lstm", "rnn"]
+  assert sorted(attempts[:2]) == ["lstm", "rnn"] and attempts[2:] == ["rnn"]
   assert {r["status"] for r in rows} == {"ok"}
 
 
