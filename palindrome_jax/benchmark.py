@@ -153,8 +153,13 @@ def _timed_compile(jitted, *args):
 
 
 def _prepare_jit_step(cfg: train.RunConfig, seed: int, steps: int) -> Prepared:
-  state = _new_state(cfg, seed)
-  compiled, compile_seconds = _timed_compile(_jit_step, state, cfg)
+  return _prepare_step_per_call(_jit_step, _new_state(cfg, seed), cfg, steps)
+
+
+def _prepare_step_per_call(jitted_step, state, cfg: train.RunConfig,
+                           steps: int) -> Prepared:
+  """Times ``jitted_step(state, cfg)``, one compiled step per Python call."""
+  compiled, compile_seconds = _timed_compile(jitted_step, state, cfg)
 
   def run(num_steps):
     nonlocal state
@@ -252,15 +257,7 @@ def _prepare_flax(cfg: train.RunConfig, seed: int, steps: int) -> Prepared:
   state = train.TrainState.create(apply_fn=module.apply, params=params,
                                   tx=train.make_optimizer(cfg),
                                   data_key=data_key)
-  compiled, compile_seconds = _timed_compile(_flax_jit_step, state, cfg)
-
-  def run(num_steps):
-    nonlocal state
-    for _ in range(num_steps):
-      state, _ = compiled(state)
-    state = jax.block_until_ready(state)
-
-  return Prepared(run, compile_seconds, warmup_steps=min(steps, 10))
+  return _prepare_step_per_call(_flax_jit_step, state, cfg, steps)
 
 
 # PyTorch (optional): see palindrome_jax.torch_baselines.
