@@ -66,6 +66,24 @@ CHRONO_T_MAX = flags.DEFINE_float(
     "chrono_t_max", None,
     "LSTM: chrono initialisation (Tallec & Ollivier 2018) with this T_max; "
     "overrides --forget_bias.")
+STOP_WHEN_SOLVED = flags.DEFINE_bool(
+    "stop_when_solved", _DEFAULTS.stop_when_solved,
+    "Stop a seed's training at the first solve check that reaches "
+    "--solved_accuracy (the final test still decides its accuracy).")
+SOLVED_ACCURACY = flags.DEFINE_float(
+    "solved_accuracy", _DEFAULTS.solved_accuracy,
+    "Accuracy (a fraction) at which a run counts as solved: at the solve "
+    "checks (steps_to_solve) and, in the horizon search, on the final test.")
+EVAL_EVERY = flags.DEFINE_integer(
+    "eval_every", _DEFAULTS.eval_every,
+    f"Steps between solve checks ({train.CHECK_BATCHES} fresh held-out "
+    "batches each); their first pass is the run's steps_to_solve.")
+VMAP_SEEDS = flags.DEFINE_bool(
+    "vmap_seeds", False,
+    "Train the seeds of one (cell, length) as one program (jax.vmap; split "
+    "over devices when they divide evenly): faster on a GPU/TPU, but a "
+    "seed's numbers then depend on the program it shares. Off: each seed is "
+    "its own program and gives the same numbers on any device layout.")
 UNROLL = flags.DEFINE_integer("unroll", _DEFAULTS.unroll,
                               "Time steps unrolled per lax.scan iteration.")
 
@@ -145,10 +163,26 @@ def base_run_config(cell: str = "lstm", length: int = 5) -> train.RunConfig:
       encoding=ENCODING.value, train_steps=TRAIN_STEPS.value,
       log_every=LOG_EVERY.value, eval_batches=EVAL_BATCHES.value,
       forget_bias=FORGET_BIAS.value, chrono_t_max=CHRONO_T_MAX.value,
-      unroll=UNROLL.value))
+      unroll=UNROLL.value, stop_when_solved=STOP_WHEN_SOLVED.value,
+      solved_accuracy=SOLVED_ACCURACY.value, eval_every=EVAL_EVERY.value))
   for name in cell_names():
     validation.run_config(dataclasses.replace(base, cell=name))
   return base
+
+
+def check_checkpoint_every(value: int, base: train.RunConfig) -> None:
+  validation.positive("checkpoint_every", value, allow_zero=True)
+  if value % base.log_every:
+    raise validation.FlagError(
+        "checkpoint_every", f"{value} is not a multiple of --log_every "
+        f"({base.log_every})")
+
+
+def stop_on_interrupt():
+  """A context whose value, called, says whether Ctrl-C was pressed: the
+  first stops every run at the end of its chunk, a second exits at once."""
+  from palindrome_jax import sweep  # pylint: disable=g-import-not-at-top
+  return sweep.StopRequest().on_sigint()
 
 
 def _parse_flags(argv):

@@ -1,23 +1,25 @@
-r"""Finds each cell's memory horizon: the longest N it learns within a budget.
+r"""Finds each cell's memory horizon: the longest N every seed learns.
 
     python -m experiments.horizon --cells=rnn,lstm,gru --seeds=3
 
-For each cell, N doubles from --min_length until the mean test accuracy over
-the seeds falls below --threshold (or N reaches --max_length), then bisects.
-Writes horizon.json, horizon.md and horizon.png in --results_dir; rerunning
-the same command there reuses the lengths already trained.
+For each cell, N doubles from --min_length until some seed fails to reach
+--solved_accuracy on the final test (or N reaches --max_length), then bisects.
+Each seed stops training once a solve check passes (--stop_when_solved is on
+here). Writes horizon.json, horizon.md and horizon.png in --results_dir;
+rerunning the same command there reuses every run already trained.
 """
+
+import sys
 
 from absl import flags
 
 from experiments import common
 from palindrome_jax import horizon
-from palindrome_jax import sweep
+from palindrome_jax import results as results_lib
 from palindrome_jax import validation
 
-THRESHOLD = flags.DEFINE_float(
-    "threshold", 0.99, "Test accuracy (a fraction, mean over seeds) that a "
-    "length must reach to count as remembered.")
+flags.FLAGS.set_default("stop_when_solved", True)
+flags.DEFINE_alias("threshold", "solved_accuracy")
 MIN_LENGTH = flags.DEFINE_integer("min_length", 5,
                                   "Shortest N tried; the search doubles from "
                                   "here.")
@@ -28,15 +30,16 @@ OVERWRITE = flags.DEFINE_bool(
     "overwrite", False,
     "Replace a search in --results_dir made with other settings (otherwise "
     "that is refused).")
+CHECKPOINT_EVERY = flags.DEFINE_integer(
+    "checkpoint_every", 1000,
+    "Save each run's training state every this many steps (a multiple of "
+    "--log_every), so a killed search continues mid-run; 0: never.")
 
 
 def main(argv):
   del argv
   cells = common.cell_names()
   base = common.base_run_config()
-  if not 0 < THRESHOLD.value <= 1:
-    raise validation.FlagError("threshold", "must be in (0, 1], got "
-                               f"{THRESHOLD.value}")
   if MIN_LENGTH.value < 1:
     raise validation.FlagError("min_length", f"must be >= 1, got "
                                f"{MIN_LENGTH.value}")
@@ -44,19 +47,26 @@ def main(argv):
     raise validation.FlagError(
         "max_length", f"{MAX_LENGTH.value} is below --min_length "
         f"({MIN_LENGTH.value})")
+  common.check_checkpoint_every(CHECKPOINT_EVERY.value, base)
   config = horizon.HorizonConfig(
       cells=cells, seeds=common.seed_values(), base=base,
-      threshold=THRESHOLD.value, min_length=MIN_LENGTH.value,
-      max_length=MAX_LENGTH.value)
+      min_length=MIN_LENGTH.value, max_length=MAX_LENGTH.value,
+      checkpoint_every=CHECKPOINT_EVERY.value,
+      vmap_seeds=common.VMAP_SEEDS.value)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
-  try:
-    content = horizon.run_horizon(config, results_dir,
-                                  overwrite=OVERWRITE.value, devices=devices)
-  except sweep.ConfigMismatchError as error:
-    raise validation.FlagError("results_dir", str(error)) from None
+  with common.stop_on_interrupt() as stop:
+    try:
+      content = horizon.run_horizon(config, results_dir,
+                                    overwrite=OVERWRITE.value,
+                                    devices=devices, stop=stop)
+    except (results_lib.SettingsMismatchError, results_lib.BusyError) as error:
+      raise validation.FlagError("results_dir", str(error)) from None
   print(horizon.summary_table(content))
   print(f"Results in {results_dir}/")
+  if stop():
+    print("interrupted; rerun the same command to continue", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

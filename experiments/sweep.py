@@ -3,11 +3,16 @@ r"""Trains every cell at every length and leaves results, plots and a table.
     python -m experiments.sweep --lengths=5,10,15,20
 
 Rerunning the same command in the same --results_dir skips finished runs.
+Exit status: 0 when every run trained (diverged runs are results), 1 when a
+run failed or could not be saved, 130 after Ctrl-C.
 """
+
+import sys
 
 from absl import flags
 
 from experiments import common
+from palindrome_jax import results as results_lib
 from palindrome_jax import sweep
 from palindrome_jax import validation
 
@@ -31,24 +36,31 @@ def main(argv):
   cells = common.cell_names()
   lengths = validation.int_list("lengths", LENGTHS.value, minimum=1)
   base = common.base_run_config()
-  validation.positive("checkpoint_every", CHECKPOINT_EVERY.value,
-                      allow_zero=True)
-  if CHECKPOINT_EVERY.value % base.log_every:
-    raise validation.FlagError(
-        "checkpoint_every", f"{CHECKPOINT_EVERY.value} is not a multiple of "
-        f"--log_every ({base.log_every})")
+  common.check_checkpoint_every(CHECKPOINT_EVERY.value, base)
   config = sweep.SweepConfig(cells=cells, lengths=lengths,
                              seeds=common.seed_values(), base=base,
-                             checkpoint_every=CHECKPOINT_EVERY.value)
+                             checkpoint_every=CHECKPOINT_EVERY.value,
+                             vmap_seeds=common.VMAP_SEEDS.value)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
-  try:
-    rows = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,
-                           devices=devices)
-  except sweep.ConfigMismatchError as error:
-    raise validation.FlagError("results_dir", str(error)) from None
-  print(sweep.summary_table(rows))
+  with common.stop_on_interrupt() as stop:
+    try:
+      outcome = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,
+                                devices=devices, stop=stop)
+    except (results_lib.SettingsMismatchError, results_lib.BusyError) as error:
+      raise validation.FlagError("results_dir", str(error)) from None
+  print(sweep.summary_table(outcome.rows))
   print(f"Results in {results_dir}/")
+  counts = outcome.counts
+  print(f"this run: {counts['ok']} ok, {counts['diverged']} diverged, "
+        f"{counts['failed']} failed"
+        + (f", {len(outcome.write_errors)} not saved"
+           if outcome.write_errors else ""))
+  if outcome.interrupted:
+    print("interrupted; rerun the same command to continue", file=sys.stderr)
+    sys.exit(130)
+  if counts["failed"] or outcome.write_errors:
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,22 @@
 """The memory horizon: the longest palindrome a cell learns within a budget.
 
-For each cell, the horizon is the largest length ``N`` at which the mean test
-accuracy over the seeds reaches a threshold after ``train_steps`` steps (every
-seed must also have finished without diverging). Lengths are searched by
-doubling from ``min_length`` until one fails or ``max_length`` is reached,
-then by bisecting between the last pass and the first fail, so a horizon
-costs ``O(log max_length)`` trainings. The search assumes that passing is
-monotone in ``N`` (what is hard at ``N`` is harder at ``2N``); every length
-tried is recorded with its per-seed accuracies, so a reader can check.
+A seed *solves* length ``N`` when its run ends without diverging and its final
+test accuracy (the 100 fresh batches of the sweep) reaches
+``solved_accuracy``. The horizon of a cell is the largest ``N`` that every seed
+solves within ``train_steps``. Lengths are searched by doubling from
+``min_length`` until one fails or ``max_length`` is reached, then by bisecting
+between the last pass and the first fail, so a horizon costs
+``O(log max_length)`` trainings. The search assumes that passing is monotone
+in ``N`` (what is hard at ``N`` is harder at ``2N``); every length tried is
+recorded with each seed's accuracy and steps to solve, so a reader can check.
 
-``horizon.json`` is rewritten after every training; rerunning the same
-command in the same directory reuses what it holds and trains only the rest.
+Each run is kept in the results directory (:mod:`palindrome_jax.results`) the
+moment it finishes, and long runs are checkpointed: rerunning the same
+command replays the search over what is on disk and trains only the rest.
+Searches of different cells go side by side, sharing the devices run by run.
 """
 
 import dataclasses
-import json
 import math
 import os
 import threading
@@ -26,9 +28,12 @@ from absl import logging
 import jax
 import numpy as np
 
+from palindrome_jax import devices as devices_lib
 from palindrome_jax import io
+from palindrome_jax import results as results_lib
+from palindrome_jax import sweep
 from palindrome_jax import train
-from palindrome_jax.sweep import mismatch_error
+from palindrome_jax.results import Run
 
 TrainFn = Callable[..., train.GroupResult]
 
@@ -39,18 +44,22 @@ class HorizonConfig:
 
   cells: tuple[str, ...] = ("rnn", "lstm")
   seeds: tuple[int, ...] = (42,)
-  base: train.RunConfig = train.RunConfig()
-  threshold: float = 0.99
+  base: train.RunConfig = train.RunConfig(stop_when_solved=True)
   min_length: int = 5
   max_length: int = 200
+  checkpoint_every: int = 1000
+  vmap_seeds: bool = False
+
+  @property
+  def threshold(self) -> float:
+    return self.base.solved_accuracy
 
   def settings(self) -> dict[str, Any]:
-    """Everything but the cells: what must match to reuse earlier results."""
-    training = self.base.training_settings()
-    return json.loads(json.dumps({
+    """The search's settings, as ``horizon.json`` records them."""
+    return results_lib.jsonable({
         "threshold": self.threshold, "min_length": self.min_length,
         "max_length": self.max_length, "seeds": list(self.seeds),
-        "training": training}))
+        "training": self.base.training_settings()})
 
 
 def search(passes: Callable[[int], bool], min_length: int,
@@ -84,191 +93,170 @@ def search(passes: Callable[[int], bool], min_length: int,
   return last_pass
 
 
-def evaluate_length(cfg: train.RunConfig, seeds: tuple[int, ...],
-                    threshold: float,
-                    train_fn: TrainFn = train.train_and_evaluate,
-                    **train_kwargs) -> dict:
-  """Trains ``cfg`` over ``seeds``; the record of one length tried.
-
-  ``train_kwargs`` (``on_log``, ``devices``) go to ``train_fn``.
-  """
-  group = train_fn(cfg, seeds, **train_kwargs)
-  accuracies = [r.test_accuracy for r in group.seeds]
-  statuses = [r.status for r in group.seeds]
-  finite = all(a is not None and math.isfinite(a) for a in accuracies)
-  mean = float(np.mean(accuracies)) if finite else math.nan
+def length_record(length: int, records: Sequence[Optional[dict]],
+                  threshold: float) -> dict:
+  """What one length tried says: each seed's outcome, how many solved, and
+  whether all did (a seed with no record, say claimed by another process,
+  counts as not solved)."""
+  records = [r or {"status": "missing", "test_accuracy": None} for r in records]
+  accuracies = [r.get("test_accuracy") for r in records]
+  solved = [r["status"] == "ok" and _is_number(a) and a >= threshold
+            for r, a in zip(records, accuracies)]
   return {
-      "length": cfg.length,
-      "mean_accuracy": mean,
-      "passed": bool(finite and all(s == "ok" for s in statuses)
-                     and mean >= threshold),
-      "accuracies": [float(a) for a in accuracies],
-      "statuses": statuses,
-      "train_steps": group.train_steps,
-      "wall_seconds": group.wall_seconds,
+      "length": length,
+      "seeds": [r.get("seed") for r in records],
+      "accuracies": accuracies,
+      "statuses": [r["status"] for r in records],
+      "steps_to_solve": [r.get("steps_to_solve") for r in records],
+      "train_steps": [r.get("train_steps") for r in records],
+      "solved": solved,
+      "fraction_solved": sum(solved) / len(solved),
+      "mean_accuracy": sweep.finite_mean(accuracies),
+      "passed": all(solved),
+      "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in records),
   }
 
 
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and math.isfinite(x)
+
+
 def cell_horizon(cell: str, config: HorizonConfig,
-                 evaluations: dict[int, dict],
-                 train_fn: TrainFn = train.train_and_evaluate,
-                 on_evaluation: Callable[[], None] = lambda: None,
-                 devices: Optional[Sequence[Any]] = None) -> dict:
-  """Searches ``cell``'s horizon; ``evaluations`` (length -> record) holds the
-  lengths already tried, is reused, and gains each new one, after which
-  ``on_evaluation`` runs (to save them). ``devices`` hold the seeds (see
-  :func:`train.train_and_evaluate`)."""
+                 train_length: Callable[[int], list[Optional[dict]]],
+                 on_evaluation: Callable[[dict], None] = lambda e: None
+                 ) -> dict:
+  """Searches ``cell``'s horizon. ``train_length(N)`` returns every seed's
+  record at ``N`` (from disk, or trained now); ``on_evaluation`` receives
+  each length's record as it is known."""
   order = []
 
   def passes(n: int) -> bool:
     order.append(n)
-    if n not in evaluations:
-      cfg = dataclasses.replace(config.base, cell=cell, length=n)
-      logging.info("%s N=%d: training %d steps, seeds %s", cell, n,
-                   cfg.train_steps, list(config.seeds))
-      evaluations[n] = evaluate_length(cfg, config.seeds, config.threshold,
-                                       train_fn, on_log=log_progress(cfg),
-                                       devices=devices)
-      on_evaluation()
-    record = evaluations[n]
-    logging.info("%s N=%d: mean test accuracy %s%%, %s", cell, n,
+    record = length_record(n, train_length(n), config.threshold)
+    on_evaluation(record)
+    logging.info("%s N=%d: %d/%d seeds solved, mean test accuracy %s%%: %s",
+                 cell, n, sum(record["solved"]), len(record["solved"]),
                  _percent(record["mean_accuracy"]),
                  "pass" if record["passed"] else "fail")
     return record["passed"]
 
-  horizon = search(passes, config.min_length, config.max_length)
-  return {"cell": cell, "horizon": horizon,
-          "message": _message(horizon, config), "search_order": order}
+  found = search(passes, config.min_length, config.max_length)
+  return {"cell": cell, "horizon": found,
+          "message": _message(found, config), "search_order": order}
 
 
-def _message(horizon: Optional[int], config: HorizonConfig) -> str:
+def _message(found: Optional[int], config: HorizonConfig) -> str:
   threshold = f"{100 * config.threshold:g}%"
-  if horizon is None:
-    return (f"does not reach {threshold} even at the shortest length, "
-            f"N={config.min_length}")
-  if horizon == config.max_length:
-    return (f"reaches {threshold} up to --max_length={config.max_length}; "
-            "the horizon may be longer")
-  return f"reaches {threshold} up to N={horizon}, not at N={horizon + 1}"
-
-
-class ResultsFile:
-  """``horizon.json``: the settings, and per cell its lengths tried and its
-  horizon, rewritten atomically whenever it changes."""
-
-  def __init__(self, results_dir: str, config: HorizonConfig,
-               overwrite: bool = False):
-    self.path = os.path.join(results_dir, "horizon.json")
-    self._lock = threading.Lock()
-    self.content = {"settings": config.settings(), "cells": {}}
-    if not os.path.exists(self.path):
-      return
-    previous = io.read_json(self.path)
-    if previous.get("settings") == self.content["settings"]:
-      self.content["cells"] = previous.get("cells", {})
-    elif not overwrite:
-      raise mismatch_error(results_dir, "a horizon search",
-                           _flat(previous.get("settings") or {}),
-                           _flat(self.content["settings"]))
-
-  def evaluations(self, cell: str) -> dict[int, dict]:
-    """The lengths tried for ``cell`` so far, by length."""
-    with self._lock:
-      entry = self.content["cells"].setdefault(cell, {"evaluations": []})
-      return {e["length"]: e for e in entry["evaluations"]}
-
-  def update(self, cell: str, evaluations: dict[int, dict],
-             result: Optional[dict] = None) -> None:
-    with self._lock:  # Cells may be searched in parallel threads.
-      entry = self.content["cells"].setdefault(cell, {})
-      entry["evaluations"] = [evaluations[n] for n in sorted(evaluations)]
-      if result is not None:
-        entry.update(result)
-      io.write_json(self.path, self.content)
-
-
-def _flat(settings: dict) -> dict:
-  """The settings with the training fields at the top level."""
-  return {**{k: v for k, v in settings.items() if k != "training"},
-          **settings.get("training", {})}
+  if found is None:
+    return (f"not every seed reaches {threshold} even at the shortest "
+            f"length, N={config.min_length}")
+  if found == config.max_length:
+    return (f"every seed reaches {threshold} up to --max_length="
+            f"{config.max_length}; the horizon may be longer")
+  return (f"every seed reaches {threshold} up to N={found}, not at "
+          f"N={found + 1}")
 
 
 def run_horizon(config: HorizonConfig, results_dir: str,
                 overwrite: bool = False,
                 train_fn: TrainFn = train.train_and_evaluate,
-                devices: Optional[Sequence[Any]] = None) -> dict:
+                devices: Optional[Sequence[Any]] = None,
+                stop: Callable[[], bool] = lambda: False) -> dict:
   """Every cell's horizon; writes ``horizon.json``, ``horizon.md`` and
   ``horizon.png`` in ``results_dir``. Returns the JSON's content.
 
-  A cell whose training raises is recorded with the error and the next cell
-  runs; what it had finished is kept for the rerun.
+  A cell whose search raises is recorded with the error and the other cells
+  go on; the runs it had finished are kept for the rerun.
   """
   from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
-  results = ResultsFile(results_dir, config, overwrite)
-  devices = list(devices or jax.devices()[:1])
+  results = results_lib.ResultsDir(results_dir,
+                                   config.base.training_settings(),
+                                   what="a horizon search",
+                                   defaults=train.RunConfig(
+                                   ).training_settings())
+  pool = devices_lib.DevicePool(devices or jax.local_devices())
+  content = {"settings": config.settings(), "cells": {}}
+  lock = threading.Lock()
+  json_path = os.path.join(results_dir, "horizon.json")
 
-  def search_cell(index, cell, cell_devices):
+  def save(cell, evaluation=None, result=None):
+    with lock:  # Cells are searched in parallel threads.
+      entry = content["cells"].setdefault(cell, {"evaluations": []})
+      if evaluation is not None:
+        kept = [e for e in entry["evaluations"]
+                if e["length"] != evaluation["length"]]
+        entry["evaluations"] = sorted(kept + [evaluation],
+                                      key=lambda e: e["length"])
+      if result is not None:
+        entry.update(result)
+      io.write_json(json_path, content)
+
+  def search_cell(cell):
     start = time.perf_counter()
-    logging.info("[%d/%d] %s: searching N in [%d, %d]", index + 1,
-                 len(config.cells), cell, config.min_length, config.max_length)
-    evaluations = results.evaluations(cell)
-    save = lambda cell=cell, evaluations=evaluations: results.update(
-        cell, evaluations)
+    save(cell)
+
+    def train_length(n):
+      runs = [Run(cell, n, seed) for seed in config.seeds]
+      if stop():
+        raise sweep.Interrupted
+      records = sweep.train_runs(
+          runs, config.base, results, pool, vmap_seeds=config.vmap_seeds,
+          checkpoint_every=config.checkpoint_every, train_fn=train_fn,
+          stop=stop)
+      if stop():
+        raise sweep.Interrupted
+      return [records.get(run) for run in runs]
+
     try:
-      result = cell_horizon(cell, config, evaluations, train_fn, save,
-                            cell_devices)
+      result = cell_horizon(cell, config, train_length,
+                            lambda e: save(cell, evaluation=e))
+    except sweep.Interrupted:
+      return
     except Exception as error:  # pylint: disable=broad-except
       logging.error("%s failed:\n%s", cell, traceback.format_exc())
       message = f"{type(error).__name__}: {error}".splitlines()[0]
       result = {"cell": cell, "horizon": None, "message": f"error: {message}"}
     result["search_seconds"] = time.perf_counter() - start
-    results.update(cell, evaluations, result)
+    save(cell, result=result)
     logging.info("%s: %s", cell, result["message"])
 
-  # Each cell's search is sequential; different cells may run side by side.
-  train.map_on_devices(lambda i, d: search_cell(i, config.cells[i], d),
-                       range(len(config.cells)), devices, len(config.seeds))
-  content = results.content
-  io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
-                       summary_table(content))
-  plots.horizon(content, os.path.join(results_dir, "horizon.png"))
+  with results.open(overwrite, config={"cells": list(config.cells),
+                                       "seeds": list(config.seeds)}):
+    devices_lib.run_side_by_side(search_cell, config.cells)
+    io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
+                         summary_table(content))
+    plots.horizon(content, os.path.join(results_dir, "horizon.png"))
   return content
 
 
-def log_progress(cfg: train.RunConfig) -> Callable[[dict], None]:
-  """An ``on_log`` for :func:`train.train_and_evaluate`: one line a chunk."""
-
-  def on_log(info):
-    logging.info("%s N=%d step %d/%d  loss %.4f  acc %.3f  %.0f steps/s",
-                 cfg.cell, cfg.length, info["step"], cfg.train_steps,
-                 float(np.nanmean(info["loss"])),
-                 float(np.nanmean(info["accuracy"])), info["steps_per_second"])
-  return on_log
-
-
 def summary_table(content: dict) -> str:
-  """Markdown: per cell its horizon and every length tried."""
+  """Markdown: per cell its horizon and every length tried, with the seeds
+  that solved it and their median steps to solve."""
   settings = content["settings"]
   seeds = settings["seeds"]
   steps = settings["training"]["train_steps"]
   lines = [
-      f"Memory horizon: the largest N whose mean test accuracy over "
-      f"{len(seeds)} seed{'s' * (len(seeds) > 1)} reaches "
-      f"{100 * settings['threshold']:g}% within {steps} training steps "
+      f"Memory horizon: the largest N that every one of {len(seeds)} "
+      f"seed{'s' * (len(seeds) > 1)} solves (final test accuracy ≥ "
+      f"{100 * settings['threshold']:g}%) within {steps} training steps "
       f"(N searched in [{settings['min_length']}, {settings['max_length']}]).",
       "",
-      "| cell | horizon | lengths tried: mean test accuracy (%) | seeds | "
-      "budget (steps) |",
-      "|---|---|---|---|---|"]
+      "| cell | horizon | N tried: seeds solved (median steps to solve) |",
+      "|---|---|---|"]
   for cell, entry in content["cells"].items():
-    tried = ", ".join(
-        f"{e['length']}: {_percent(e['mean_accuracy'])} "
-        f"{'✓' if e['passed'] else '✗'}" for e in entry["evaluations"])
+    tried = ", ".join(_tried_text(e) for e in entry["evaluations"])
     lines.append(f"| {cell} | {_horizon_text(entry, settings)} | "
-                 f"{tried or '–'} | {len(seeds)} | {steps} |")
+                 f"{tried or '–'} |")
   notes = [f"- {cell}: {entry['message']}"
            for cell, entry in content["cells"].items() if "message" in entry]
   return "\n".join(lines + [""] + notes) + "\n"
+
+
+def _tried_text(e: dict) -> str:
+  solved_steps = [s for s in e.get("steps_to_solve", []) if s is not None]
+  median = (f" ({int(np.median(solved_steps))})" if solved_steps else "")
+  return (f"{e['length']}: {sum(e['solved'])}/{len(e['solved'])}{median} "
+          f"{'✓' if e['passed'] else '✗'}")
 
 
 def _horizon_text(entry: dict, settings: dict) -> str:
@@ -276,15 +264,15 @@ def _horizon_text(entry: dict, settings: dict) -> str:
     return "unfinished"
   if entry["message"].startswith("error"):
     return "error"
-  horizon = entry.get("horizon")
-  if horizon is None:
+  found = entry.get("horizon")
+  if found is None:
     return f"< {settings['min_length']}"
-  if horizon == settings["max_length"]:
-    return f"≥ {horizon}"
-  return str(horizon)
+  if found == settings["max_length"]:
+    return f"≥ {found}"
+  return str(found)
 
 
 def _percent(value) -> str:
   if value is None or not math.isfinite(value):
-    return "?"
+    return "–"
   return f"{100 * value:.1f}"

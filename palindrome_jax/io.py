@@ -49,3 +49,15 @@ def write_json(path: str, value: Any) -> None:
 def read_json(path: str) -> Any:
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def move_aside(path: str) -> str:
+  """Renames an unreadable ``path`` to ``path.corrupt`` (``.corrupt.1``, ...
+  if taken), never deleting anything; returns the new name."""
+  target = path + ".corrupt"
+  n = 0
+  while os.path.exists(target):
+    n += 1
+    target = f"{path}.corrupt.{n}"
+  os.replace(path, target)
+  return target

@@ -2,6 +2,7 @@
 search (:mod:`palindrome_jax.horizon`) and gradient profiles
 (:mod:`palindrome_jax.gradients`)."""
 
+import io as std_io
 import math
 from typing import Any
 
@@ -12,7 +13,19 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from palindrome_jax import io
 from palindrome_jax.data import NUM_CLASSES
+
+
+def save(fig, path: str) -> None:
+  """Renders ``fig`` to memory, then writes it atomically: a crash or a full
+  disk never leaves a truncated PNG in place of a good one."""
+  buffer = std_io.BytesIO()
+  try:
+    fig.savefig(buffer, dpi=120, format="png")
+  finally:
+    plt.close(fig)
+  io.atomic_write_bytes(path, buffer.getvalue())
 
 
 def _ok_accuracy(run: dict[str, Any]) -> float:
@@ -60,8 +73,7 @@ def accuracy_vs_length(rows: list[dict], path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save(fig, path)
 
 
 def training_curves(rows: list[dict], path: str) -> None:
@@ -96,8 +108,7 @@ def training_curves(rows: list[dict], path: str) -> None:
   if lengths and any(ax.lines for ax in axes[0]):
     next(ax for ax in axes[0] if ax.lines).legend(fontsize="small")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save(fig, path)
 
 
 def _mean_over_runs(curves) -> np.ndarray:
@@ -166,8 +177,7 @@ def horizon(content: dict[str, Any], path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize="small")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save(fig, path)
 
 
 def _spaced_ticks(lengths: list[int], xlim, first: list[int],
@@ -209,8 +219,7 @@ def gradient_norms(results: dict[str, Any], path: str) -> None:
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize="small")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save(fig, path)
 
 
 def _nan_if_none(value) -> float:

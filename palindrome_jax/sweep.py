@@ -1,194 +1,149 @@
 """The sweep: every cell at every length and seed, with results that survive.
 
-Each (cell, length) trains all its seeds as one compiled program. The moment
-it finishes, each seed's row, training history and final parameters are
-written atomically under ``runs/`` and ``params/``; rerunning the same command
-skips what finished and trains the rest. Summary files (``results.json``,
+Each run (cell, length, seed) trains as its own compiled program, side by
+side with others over the devices. The moment it finishes, its row, training
+history and final parameters are written (:mod:`palindrome_jax.results`);
+rerunning the same command skips what finished and trains the rest. Summary files (``results.json``,
 ``results.csv``, ``results.md`` and the plots) are rebuilt from ``runs/`` at
 the end, so they always cover every finished run in the directory.
 """
 
+import contextlib
 import csv
 import dataclasses
 import io as std_io
 import math
 import os
+import signal
+import sys
 import threading
 import time
 import traceback
 from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
-import flax.serialization
 import jax
 import numpy as np
 
+from palindrome_jax import devices as devices_lib
 from palindrome_jax import io
+from palindrome_jax import results as results_lib
 from palindrome_jax import train
+from palindrome_jax.results import ROW_FIELDS, Run
 
-ROW_FIELDS = ("cell", "length", "seed", "status", "test_accuracy", "test_loss",
-              "final_train_loss", "final_train_accuracy", "train_steps",
-              "wall_seconds", "compile_seconds", "steps_per_second",
-              "num_params", "seeds_in_group")
+TrainFn = Callable[..., train.GroupResult]
 
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-  """The runs of a sweep: ``cells`` x ``lengths`` x ``seeds`` of ``base``."""
+  """The runs of a sweep: ``cells`` x ``lengths`` x ``seeds`` of ``base``.
+
+  ``vmap_seeds`` trains the seeds of one (cell, length) as one program
+  (``jax.vmap``, split over devices when they divide evenly): faster on an
+  accelerator, but then a seed's numbers depend on the program it shares.
+  Off (the default), every seed is its own program, so a run's numbers are
+  the same whatever the devices and the other seeds.
+  """
 
   cells: tuple[str, ...] = ("rnn", "lstm")
   lengths: tuple[int, ...] = (5, 10, 15, 20)
   seeds: tuple[int, ...] = (42,)
   base: train.RunConfig = train.RunConfig()
   checkpoint_every: int = 0
+  vmap_seeds: bool = False
 
-  def run_configs(self) -> list[train.RunConfig]:
-    return [dataclasses.replace(self.base, cell=c, length=n)
-            for c in self.cells for n in self.lengths]
+  def runs(self) -> list[Run]:
+    return [Run(c, n, s) for c in self.cells for n in self.lengths
+            for s in self.seeds]
 
   def training_settings(self) -> dict[str, Any]:
-    """What must match for two sweeps to share a results directory."""
+    """What must match for runs to share a results directory."""
     return self.base.training_settings()
 
 
-def run_name(cell: str, length: int, seed: int) -> str:
-  return f"{cell}_N{length}_seed{seed}"
+class StopRequest:
+  """Set by the first Ctrl-C (SIGINT): runs stop at the end of their chunk.
+
+  A second Ctrl-C exits at once (status 130).
+  """
+
+  def __init__(self):
+    self.event = threading.Event()
+
+  def __call__(self) -> bool:
+    return self.event.is_set()
+
+  @contextlib.contextmanager
+  def on_sigint(self):
+    if threading.current_thread() is not threading.main_thread():
+      yield self
+      return
+
+    def handler(signum, frame):
+      del signum, frame
+      if self.event.is_set():
+        print("\ninterrupted again: exiting now", file=sys.stderr, flush=True)
+        os._exit(130)  # pylint: disable=protected-access
+      self.event.set()
+      print("\ninterrupt: stopping every run at the end of its chunk (Ctrl-C "
+            "again to exit now)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+      yield self
+    finally:
+      signal.signal(signal.SIGINT, previous)
 
 
-class ResultsDir:
-  """The layout of a results directory."""
-
-  def __init__(self, root: str):
-    self.root = root
-
-  def path(self, *parts: str) -> str:
-    return os.path.join(self.root, *parts)
-
-  def run_file(self, cell: str, length: int, seed: int) -> str:
-    return self.path("runs", run_name(cell, length, seed) + ".json")
-
-  def params_file(self, cell: str, length: int, seed: int) -> str:
-    return self.path("params", run_name(cell, length, seed) + ".msgpack")
-
-  def checkpoint_file(self, cfg: train.RunConfig, seeds) -> str:
-    seed_part = "-".join(str(s) for s in seeds)
-    return self.path("checkpoints",
-                     f"{cfg.cell}_N{cfg.length}_seeds{seed_part}.msgpack")
-
-  def finished_run(self, cell: str, length: int, seed: int) -> Optional[dict]:
-    """The saved record of a run that finished (ok or diverged), else None."""
-    path = self.run_file(cell, length, seed)
-    if not os.path.exists(path):
-      return None
-    record = io.read_json(path)
-    return None if record["status"].startswith("error") else record
-
-  def all_runs(self) -> list[dict]:
-    runs_dir = self.path("runs")
-    if not os.path.isdir(runs_dir):
-      return []
-    records = [io.read_json(os.path.join(runs_dir, name))
-               for name in sorted(os.listdir(runs_dir))
-               if name.endswith(".json")]
-    return sorted(records, key=lambda r: (r["cell"], r["length"], r["seed"]))
+class Interrupted(Exception):
+  """The sweep stopped at a Ctrl-C; what finished is saved."""
 
 
-class ConfigMismatchError(ValueError):
-  """The results directory holds a sweep with other training settings."""
+@dataclasses.dataclass
+class Outcome:
+  """What one call trained: every row in the directory, and this call's."""
+
+  rows: list[dict]
+  new_rows: list[dict]
+  interrupted: bool = False
+  write_errors: list[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def counts(self) -> dict[str, int]:
+    return results_lib.status_counts(self.new_rows)
 
 
-def mismatch_error(root: str, what: str, previous: dict,
-                   current: dict) -> ConfigMismatchError:
-  """The error for a directory holding ``what`` made with other settings,
-  naming the settings that differ."""
-  changed = sorted(k for k in set(previous) | set(current)
-                   if previous.get(k) != current.get(k))
-  return ConfigMismatchError(
-      f"{root} holds {what} with other settings ({', '.join(changed)}); use "
-      "--overwrite to replace it, or another --results_dir")
-
-
-def check_results_dir(sweep: SweepConfig, results: ResultsDir,
-                      overwrite: bool) -> None:
-  """Refuses to mix training settings in one directory, unless ``overwrite``:
-  then the previous sweep (runs, parameters, checkpoints, config) is removed.
-  A sweep with the same settings is always continued, never removed."""
-  config_path = results.path("config.json")
-  if not os.path.exists(config_path):
-    return
-  previous = io.read_json(config_path).get("training_settings") or {}
-  current = _jsonable(sweep.training_settings())
-  if previous == current:
-    return
-  if not overwrite:
-    raise mismatch_error(results.root, "a sweep", previous, current)
-  import shutil  # pylint: disable=g-import-not-at-top
-  for sub in ("runs", "params", "checkpoints"):
-    shutil.rmtree(results.path(sub), ignore_errors=True)
-  os.remove(config_path)
-
-
-def _jsonable(value):
-  import json  # pylint: disable=g-import-not-at-top
-  return json.loads(json.dumps(value))
-
-
-def write_config(sweep: SweepConfig, results: ResultsDir) -> None:
-  previous = {}
-  if os.path.exists(results.path("config.json")):
-    previous = io.read_json(results.path("config.json"))
-  merged = lambda key, new: sorted(set(previous.get(key, [])) | set(new))
-  io.write_json(results.path("config.json"), {
-      "cells": merged("cells", sweep.cells),
-      "lengths": merged("lengths", sweep.lengths),
-      "seeds": merged("seeds", sweep.seeds),
-      "checkpoint_every": sweep.checkpoint_every,
-      "training_settings": _jsonable(sweep.training_settings()),
-      "jax_version": jax.__version__,
-      "backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()],
-  })
-
-
-def _row(group: train.GroupResult, seed_result: train.SeedResult,
+def _row(program: train.GroupResult, seed_result: train.SeedResult,
          num_params: int) -> dict[str, Any]:
-  cfg = group.config
+  cfg = program.config
   return {
       "cell": cfg.cell, "length": cfg.length, "seed": seed_result.seed,
       "status": seed_result.status,
       "test_accuracy": seed_result.test_accuracy,
       "test_loss": seed_result.test_loss,
+      "steps_to_solve": seed_result.steps_to_solve,
       "final_train_loss": seed_result.final_train_loss,
       "final_train_accuracy": seed_result.final_train_accuracy,
-      "train_steps": group.train_steps,
-      "wall_seconds": group.wall_seconds,
-      "compile_seconds": group.compile_seconds,
-      "steps_per_second": group.steps_per_second,
+      "train_steps": seed_result.train_steps,
+      "wall_seconds": program.wall_seconds,
+      "compile_seconds": program.compile_seconds,
+      "steps_per_second": program.steps_per_second,
       "num_params": num_params,
-      "seeds_in_group": len(group.seeds),
+      "seeds_in_program": len(program.seeds),
       "history": seed_result.history,
   }
 
 
-def _error_row(cfg: train.RunConfig, seed: int, error: BaseException) -> dict:
-  message = f"{type(error).__name__}: {error}".splitlines()[0]
-  row = {field: math.nan for field in ROW_FIELDS}
-  row.update(cell=cfg.cell, length=cfg.length, seed=seed,
-             status=f"error: {message}", train_steps=0, seeds_in_group=1,
-             history={"step": [], "loss": [], "accuracy": []})
-  return row
-
-
-def _finite_mean(values) -> float:
-  """Mean over the seeds that have not diverged (NaN if none)."""
-  values = np.asarray(values, float)
+def finite_mean(values) -> float:
+  """Mean of the finite values (NaN, inf and None left out); NaN if none."""
+  values = np.asarray([np.nan if v is None else v for v in values], float)
   finite = values[np.isfinite(values)]
   return float(finite.mean()) if finite.size else math.nan
 
 
-def _format_seconds(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return "?"
+def format_seconds(seconds: Optional[float]) -> str:
+  if seconds is None or not math.isfinite(seconds):
+    return "–"
   minutes, secs = divmod(int(round(seconds)), 60)
   hours, minutes = divmod(minutes, 60)
   return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -197,120 +152,215 @@ def _format_seconds(seconds: float) -> str:
 class _Progress:
   """Logs which run, step, loss, accuracy, steps/s and ETAs."""
 
-  def __init__(self, groups: list[train.RunConfig]):
-    # Work is weighted by the expected cost of each group (steps x length x
-    # parameters), so the ETA does not assume every run is as fast.
-    self.costs = [_expected_cost(c) for c in groups]
-    self.total_work = sum(self.costs)
-    self.num_groups = len(groups)
+  def __init__(self, costs: dict[Any, float]):
+    # Work is weighted by the expected cost of each program (steps x length
+    # x parameters), so the ETA does not assume every run is as fast.
+    self.costs = dict(costs)
+    self.total_work = sum(self.costs.values())
     self.start = time.perf_counter()
     self.lock = threading.Lock()
-    self.finished = {}  # Group index -> its work, once finished.
-    self.running = {}  # Group index -> its work so far.
+    self.finished = {}
+    self.running = {}
+    self.count = 0
 
   def _done_work(self) -> float:
     return sum(self.finished.values()) + sum(self.running.values())
 
-  def callback(self, index: int, cfg: train.RunConfig, seeds):
-    group_start = time.perf_counter()
+  def callback(self, key, cfg: train.RunConfig, seeds):
+    program_start = time.perf_counter()
+    with self.lock:
+      self.count += 1
+      number = self.count
 
     def on_log(info):
       step = info["step"]
       with self.lock:
-        self.running[index] = self.costs[index] * step / cfg.train_steps
+        self.running[key] = self.costs[key] * step / cfg.train_steps
         done_work = self._done_work()
-      run_elapsed = time.perf_counter() - group_start
+      run_elapsed = time.perf_counter() - program_start
       run_eta = (info["steps_per_second"] and
                  (cfg.train_steps - step) / info["steps_per_second"])
       rate = done_work / max(time.perf_counter() - self.start, 1e-9)
       sweep_eta = (self.total_work - done_work) / max(rate, 1e-9)
-      loss = _finite_mean(info["loss"])
-      accuracy = _finite_mean(info["accuracy"])
       logging.info(
-          "[%d/%d] %s N=%d seeds=%s step %d/%d  loss %.4f  acc %.3f  "
-          "%.0f steps/s  run %s (ETA %s)  sweep ETA %s",
-          index + 1, self.num_groups, cfg.cell, cfg.length,
-          ",".join(map(str, seeds)), step, cfg.train_steps,
-          loss, accuracy,
-          info["steps_per_second"], _format_seconds(run_elapsed),
-          _format_seconds(run_eta), _format_seconds(sweep_eta))
+          "[%d] %s N=%d seeds=%s step %d/%d  loss %.4f  acc %.3f  "
+          "%.0f steps/s  run %s (ETA %s)  all ETA %s",
+          number, cfg.cell, cfg.length, ",".join(map(str, seeds)), step,
+          cfg.train_steps, finite_mean(info["loss"]),
+          finite_mean(info["accuracy"]), info["steps_per_second"],
+          format_seconds(run_elapsed), format_seconds(run_eta),
+          format_seconds(sweep_eta))
 
-    def finish(skipped: bool = False):
+    def finish():
       with self.lock:
-        self.running.pop(index, None)
-        if skipped:  # Done in an earlier session: not this one's work.
-          self.total_work -= self.costs[index]
-        else:
-          self.finished[index] = self.costs[index]
+        self.running.pop(key, None)
+        self.finished[key] = self.costs[key]
 
     return on_log, finish
+
+  def skip(self, key):
+    with self.lock:
+      self.total_work -= self.costs.pop(key, 0.0)
+
+
+def programs_of(runs: Sequence[Run], vmap_seeds: bool) -> list[tuple[Run, ...]]:
+  """The runs grouped into programs: one run each, or with ``vmap_seeds``
+  every seed of a (cell, length) together."""
+  if not vmap_seeds:
+    return [(run,) for run in runs]
+  groups = {}
+  for run in runs:
+    groups.setdefault((run.cell, run.length), []).append(run)
+  return [tuple(group) for group in groups.values()]
+
+
+def train_runs(runs: Sequence[Run], base: train.RunConfig,
+               results: results_lib.ResultsDir,
+               pool: devices_lib.DevicePool,
+               vmap_seeds: bool = False, checkpoint_every: int = 0,
+               train_fn: TrainFn = train.train_and_evaluate,
+               stop: Callable[[], bool] = lambda: False,
+               progress: Optional[_Progress] = None,
+               outcome: Optional[Outcome] = None) -> dict[Run, dict]:
+  """Trains the ``runs`` not finished in ``results``; returns every run's
+  record (finished earlier or now) by run. Runs claimed by another process
+  are waited for, not trained twice.
+
+  Each program that raises is recorded as failed and the others go on; a
+  failure to write a trained run's files is logged with the path, counted
+  in ``outcome.write_errors``, and leaves the run untrained on disk.
+  """
+  outcome = outcome if outcome is not None else Outcome([], [])
+  records, todo = {}, []
+  for run in runs:
+    record = results.finished(run)
+    if record is not None:
+      records[run] = record
+    else:
+      todo.append(run)
+  if len(todo) < len(runs):
+    logging.info("%d of %d runs finished earlier, skipped",
+                 len(runs) - len(todo), len(runs))
+  programs = programs_of(todo, vmap_seeds)
+  if progress is None:
+    progress = _Progress({p: _expected_cost(dataclasses.replace(
+        base, cell=p[0].cell, length=p[0].length)) * len(p)
+                          for p in programs})
+  lock = threading.Lock()
+
+  def run_program(program: tuple[Run, ...], devices) -> None:
+    cfg = dataclasses.replace(base, cell=program[0].cell,
+                              length=program[0].length)
+    seeds = tuple(run.seed for run in program)
+    if stop():
+      return
+    with contextlib.ExitStack() as stack:
+      claimed = [stack.enter_context(results.claim(run)) for run in program]
+      if not all(claimed):
+        logging.info("%s N=%d seeds %s: being trained by another process, "
+                     "skipped", cfg.cell, cfg.length, list(seeds))
+        progress.skip(program)
+        return
+      on_log, finish = progress.callback(program, cfg, seeds)
+      checkpoint = (results.checkpoint_file(program[0])
+                    if checkpoint_every and len(program) == 1 else None)
+      try:
+        group = train_fn(cfg, seeds, on_log=on_log, checkpoint_path=checkpoint,
+                         checkpoint_every=checkpoint_every, devices=devices,
+                         should_stop=stop)
+      except train.Interrupted:
+        finish()
+        return
+      except Exception as error:  # pylint: disable=broad-except
+        # One failing run (say, out of memory) must not cost the others.
+        logging.error("%s N=%d failed:\n%s", cfg.cell, cfg.length,
+                      traceback.format_exc())
+        for run in program:
+          _save(results, run, results_lib.error_row(run, error), None, lock,
+                records, outcome)
+        finish()
+        return
+      finish()
+      num_params = sum(np.size(x) for x in
+                       jax.tree.leaves(group.seeds[0].params))
+      for run, seed_result in zip(program, group.seeds):
+        _save(results, run, _row(group, seed_result, num_params),
+              seed_result.params, lock, records, outcome)
+        logging.info("%s: %s", run.name, _run_summary(records.get(run)))
+
+  # Longest first: when programs run side by side, the last to finish is then
+  # a short one and no device idles long at the end.
+  programs.sort(key=lambda p: -progress.costs.get(p, 0.0))
+  if vmap_seeds and len(pool) > 1 and all(
+      len(p) % len(pool) == 0 for p in programs):
+    for program in programs:  # Each program's seeds split over all devices.
+      with pool.all_devices() as devices:
+        run_program(program, devices)
+  else:
+    pool.map(lambda p, device: run_program(p, [device]), programs)
+  return records
+
+
+def _save(results, run, row, params, lock, records, outcome) -> None:
+  try:
+    results.save_run(run, row, params)
+  except OSError as error:
+    message = (f"cannot save {run.name}: {error.strerror or error} "
+               f"({error.filename or results.root})")
+    logging.error("%s", message)
+    with lock:
+      outcome.write_errors.append(message)
+    return
+  with lock:
+    records[run] = {**row, "settings": results.settings}
+    outcome.new_rows.append(row)
+
+
+def _run_summary(record: Optional[dict]) -> str:
+  if record is None:
+    return "not saved"
+  steps = record.get("steps_to_solve")
+  return (f"{record['status']}, test accuracy "
+          f"{_percent(record.get('test_accuracy'))}%, solved at "
+          f"{steps if steps is not None else '–'}, "
+          f"{format_seconds(record.get('wall_seconds'))}")
+
+
+def _percent(value) -> str:
+  if value is None or not isinstance(value, (int, float)) or not math.isfinite(
+      value):
+    return "–"
+  return f"{100 * value:.2f}"
 
 
 def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
               devices: Optional[Sequence[jax.Device]] = None,
-              train_fn: Callable[..., train.GroupResult] =
-              train.train_and_evaluate) -> list[dict]:
+              train_fn: TrainFn = train.train_and_evaluate,
+              stop: Optional[Callable[[], bool]] = None) -> Outcome:
   """Trains every run not yet finished in ``results_dir``; writes summaries.
 
-  With several ``devices`` (default: all of the default backend), a group's
-  seeds are split over them when they divide evenly; otherwise whole groups
-  run concurrently, one per device (on a CPU forced to expose one device per
-  core, that puts every core to work). Returns the rows of every run in the
-  directory (see :data:`ROW_FIELDS`).
+  Runs go side by side over ``devices`` (default: every local device), one
+  program per device (see :class:`SweepConfig` for ``vmap_seeds``). Returns
+  every row in the directory (see :data:`ROW_FIELDS`) and this call's.
   """
-  results = ResultsDir(results_dir)
-  check_results_dir(sweep, results, overwrite)
-  write_config(sweep, results)
-  devices = list(devices or jax.devices())
-  groups = sweep.run_configs()
-  progress = _Progress(groups)
-
-  def run_group(index: int, cfg: train.RunConfig, group_devices) -> None:
-    todo = tuple(s for s in sweep.seeds
-                 if results.finished_run(cfg.cell, cfg.length, s) is None)
-    on_log, finish = progress.callback(index, cfg, todo)
-    done = sorted(set(sweep.seeds) - set(todo))
-    if done:
-      logging.info("[%d/%d] %s N=%d: seeds %s finished earlier, skipped",
-                   index + 1, len(groups), cfg.cell, cfg.length, done)
-    if not todo:
-      finish(skipped=True)
-      return
-    checkpoint = (results.checkpoint_file(cfg, todo)
-                  if sweep.checkpoint_every else None)
-    try:
-      group = train_fn(cfg, todo, on_log=on_log, checkpoint_path=checkpoint,
-                       checkpoint_every=sweep.checkpoint_every,
-                       devices=group_devices)
-    except Exception as error:  # pylint: disable=broad-except
-      # One failing run (say, out of memory) must not cost the others.
-      logging.error("%s N=%d failed:\n%s", cfg.cell, cfg.length,
-                    traceback.format_exc())
-      for seed in todo:
-        io.write_json(results.run_file(cfg.cell, cfg.length, seed),
-                      _error_row(cfg, seed, error))
-      finish()
-      return
-    finish()
-    num_params = sum(np.size(x) for x in
-                     jax.tree.leaves(group.seeds[0].params))
-    for seed_result in group.seeds:
-      io.atomic_write_bytes(
-          results.params_file(cfg.cell, cfg.length, seed_result.seed),
-          flax.serialization.msgpack_serialize(seed_result.params))
-      io.write_json(results.run_file(cfg.cell, cfg.length, seed_result.seed),
-                    _row(group, seed_result, num_params))
-    if checkpoint and os.path.exists(checkpoint):
-      os.remove(checkpoint)
-
-  # Longest first: when groups run side by side, the last to finish is then
-  # a short one and no device idles long at the end.
-  order = sorted(range(len(groups)), key=lambda i: -progress.costs[i])
-  train.map_on_devices(lambda i, d: run_group(i, groups[i], d), order,
-                       devices, len(sweep.seeds))
-  rows = results.all_runs()
-  write_summaries(rows, results)
-  return rows
+  results = results_lib.ResultsDir(
+      results_dir, sweep.training_settings(),
+      defaults=train.RunConfig().training_settings())
+  pool = devices_lib.DevicePool(devices or jax.local_devices())
+  outcome = Outcome([], [])
+  stop = stop or (lambda: False)
+  with results.open(overwrite, config={
+      "cells": list(sweep.cells), "lengths": list(sweep.lengths),
+      "seeds": list(sweep.seeds), "checkpoint_every": sweep.checkpoint_every,
+      "vmap_seeds": sweep.vmap_seeds}):
+    train_runs(sweep.runs(), sweep.base, results, pool,
+               vmap_seeds=sweep.vmap_seeds,
+               checkpoint_every=sweep.checkpoint_every, train_fn=train_fn,
+               stop=stop, outcome=outcome)
+    outcome.interrupted = stop()
+    outcome.rows = results.all_runs()
+    write_summaries(outcome.rows, results)
+  return outcome
 
 
 def _expected_cost(cfg: train.RunConfig) -> float:
@@ -322,7 +372,7 @@ def _expected_cost(cfg: train.RunConfig) -> float:
   return float(cfg.train_steps) * cfg.length * float(size)
 
 
-def write_summaries(rows: list[dict], results: ResultsDir) -> str:
+def write_summaries(rows: list[dict], results: results_lib.ResultsDir) -> str:
   """``results.json``, ``results.csv``, ``results.md`` and the plots."""
   from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
   io.write_json(results.path("results.json"), rows)

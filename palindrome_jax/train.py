@@ -2,22 +2,20 @@
 
 The train step is plain (testable un-jitted); :func:`train_chunk` scans it over
 a chunk of steps so one dispatch runs every step between two log points, and
-:func:`train_and_evaluate` runs all seeds of one (cell, length) as one program
-(``jax.vmap`` over seeds), checking for divergence after every chunk.
+:func:`train_and_evaluate` runs the seeds it is given as one program
+(``jax.vmap`` over a leading seed axis), checking for divergence after every
+chunk and, every ``eval_every`` steps, whether each seed has solved the task
+(accuracy on fresh held-out batches); with ``stop_when_solved`` a solved seed
+stops training there.
 """
 
-from concurrent import futures
 import dataclasses
-import json
 import math
-import os
-import queue
 import time
 import zlib
 from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
-import flax.serialization
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -25,8 +23,9 @@ import numpy as np
 import optax
 
 from palindrome_jax import cells as cells_lib
+from palindrome_jax import checkpoint as checkpoint_lib
 from palindrome_jax import data
-from palindrome_jax import io
+from palindrome_jax import devices as devices_lib
 from palindrome_jax import model
 
 OPTIMIZERS = ("adam", "rmsprop")
@@ -55,6 +54,19 @@ class RunConfig:
   forget_bias: float = 0.0
   chrono_t_max: Optional[float] = None
   unroll: int = 1
+  stop_when_solved: bool = False
+  solved_accuracy: float = 0.99
+  eval_every: int = 500
+
+  def program(self) -> "RunConfig":
+    """The fields that shape the compiled chunk, the rest at their defaults:
+    the static argument of the compiled programs, so that settings which only
+    drive the loop (budget, checks, stopping) never cause a recompile."""
+    return dataclasses.replace(
+        self, train_steps=RunConfig.train_steps,
+        log_every=RunConfig.log_every, eval_batches=RunConfig.eval_batches,
+        stop_when_solved=False, solved_accuracy=RunConfig.solved_accuracy,
+        eval_every=RunConfig.eval_every)
 
   def training_settings(self) -> dict[str, Any]:
     """Every field but the cell and the length: what runs of one sweep (or
@@ -78,15 +90,30 @@ class TrainState(train_state.TrainState):
   data_key: jax.Array
 
 
+# Batches of each solve check: enough to tell 99% from 90% (1,280 examples).
+CHECK_BATCHES = 10
+_CHECK_STREAM = 0x5EED
+
+
 def run_keys(seed: int, cell: str, length: int) -> tuple[jax.Array, ...]:
   """``(init, train, eval)`` keys from (seed, cell, length) alone.
 
   A run gets the same numbers whether it ran in a sweep, alone or resumed.
   """
+  key = _run_key(seed, cell, length)
+  return tuple(jax.random.split(key, 3))
+
+
+def check_key(seed: int, cell: str, length: int) -> jax.Array:
+  """The key of the solve checks' held-out batches: a stream apart from
+  training and from the final test."""
+  return jax.random.fold_in(_run_key(seed, cell, length), _CHECK_STREAM)
+
+
+def _run_key(seed: int, cell: str, length: int) -> jax.Array:
   key = jax.random.PRNGKey(seed)
   key = jax.random.fold_in(key, zlib.crc32(cell.encode()) & 0x7FFFFFFF)
-  key = jax.random.fold_in(key, length)
-  return tuple(jax.random.split(key, 3))
+  return jax.random.fold_in(key, length)
 
 
 def make_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
@@ -142,16 +169,21 @@ def train_batch(state: TrainState, cfg: RunConfig) -> data.Batch:
   return data.make_batch(key, cfg.length, cfg.batch_size, cfg.encoding)
 
 
-def train_chunk(state: TrainState, num_steps: int, cfg: RunConfig):
+def train_chunk(state: TrainState, active: jax.Array, num_steps: int,
+                cfg: RunConfig):
   """``num_steps`` train steps in one ``lax.scan``.
 
-  Returns the new state and chunk statistics: mean loss and accuracy, the
-  number of the first step with a non-finite loss (-1 if none) and whether the
-  parameters are all finite.
+  Where ``active`` is false the state does not change (a seed that has solved
+  the task while others in its program train on). Returns the new state and
+  chunk statistics: mean loss and accuracy, the number of the first step with
+  a non-finite loss (-1 if none) and whether the parameters are all finite.
   """
   def body(state, _):
     step = state.step
-    state, (loss, accuracy) = train_step(state, train_batch(state, cfg), cfg)
+    new_state, (loss, accuracy) = train_step(state, train_batch(state, cfg),
+                                             cfg)
+    state = jax.tree.map(lambda new, old: jnp.where(active, new, old),
+                         new_state, state)
     return state, (loss, accuracy, step)
 
   state, (losses, accuracies, steps) = jax.lax.scan(body, state, None,
@@ -165,9 +197,12 @@ def train_chunk(state: TrainState, num_steps: int, cfg: RunConfig):
   return state, stats
 
 
-def evaluate(params: Any, eval_key: jax.Array, cfg: RunConfig):
-  """Mean loss and accuracy over ``cfg.eval_batches`` fresh batches."""
+def evaluate(params: Any, eval_key: jax.Array, cfg: RunConfig,
+             num_batches: Optional[int] = None):
+  """Mean loss and accuracy over ``num_batches`` (default
+  ``cfg.eval_batches``) fresh batches drawn from ``eval_key``."""
   cell = cfg.make_cell()
+  num_batches = num_batches or cfg.eval_batches
 
   def body(totals, i):
     batch = data.make_batch(jax.random.fold_in(eval_key, i), cfg.length,
@@ -176,24 +211,41 @@ def evaluate(params: Any, eval_key: jax.Array, cfg: RunConfig):
     return (totals[0] + loss, totals[1] + accuracy), None
 
   (loss, accuracy), _ = jax.lax.scan(body, (0.0, 0.0),
-                                     jnp.arange(cfg.eval_batches))
-  return {"loss": loss / cfg.eval_batches,
-          "accuracy": accuracy / cfg.eval_batches}
+                                     jnp.arange(num_batches))
+  return {"loss": loss / num_batches, "accuracy": accuracy / num_batches}
 
 
-# Compiled, vmapped over a leading seed axis. The state is donated: each chunk
-# overwrites the previous one in place.
+def solve_check(params: Any, key: jax.Array, step: jax.Array,
+                cfg: RunConfig) -> jax.Array:
+  """Accuracy on :data:`CHECK_BATCHES` held-out batches, fresh at each
+  ``step`` (from ``key``, apart from training and the final test)."""
+  return evaluate(params, jax.random.fold_in(key, step), cfg,
+                  CHECK_BATCHES)["accuracy"]
+
+
+
+
+# Compiled, vmapped over a leading seed axis; ``cfg`` is always
+# ``cfg.program()``. The state is donated: each chunk overwrites the previous
+# one in place.
 _init_seeds = jax.jit(jax.vmap(create_train_state, in_axes=(0, 0, None)),
                       static_argnums=2)
-_chunk_seeds = jax.jit(jax.vmap(train_chunk, in_axes=(0, None, None)),
-                       static_argnums=(1, 2), donate_argnums=0)
-_evaluate_seeds = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)),
-                          static_argnums=2)
+_chunk_seeds = jax.jit(jax.vmap(train_chunk, in_axes=(0, 0, None, None)),
+                       static_argnums=(2, 3), donate_argnums=0)
+_evaluate_seeds = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None, None)),
+                          static_argnums=(2, 3))
+_check_seeds = jax.jit(jax.vmap(solve_check, in_axes=(0, 0, None, None)),
+                       static_argnums=3)
 
 
 @dataclasses.dataclass
 class SeedResult:
-  """What one seed's run produced."""
+  """What one seed's run produced.
+
+  ``steps_to_solve`` is the step of the first solve check that reached
+  ``solved_accuracy`` (None if none did); ``train_steps`` the steps this seed
+  trained (fewer than the budget when it stopped once solved, or diverged).
+  """
 
   seed: int
   status: str
@@ -203,11 +255,13 @@ class SeedResult:
   final_train_accuracy: float
   history: dict[str, list]
   params: Any = dataclasses.field(repr=False, default=None)
+  steps_to_solve: Optional[int] = None
+  train_steps: Optional[int] = None
 
 
 @dataclasses.dataclass
 class GroupResult:
-  """All seeds of one (cell, length), with the timings they shared."""
+  """All seeds of one program, with the timings they shared."""
 
   config: RunConfig
   seeds: list[SeedResult]
@@ -217,67 +271,24 @@ class GroupResult:
   steps_per_second: float
 
 
-def _stack_keys(seeds, cfg: RunConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
-  keys = [run_keys(s, cfg.cell, cfg.length) for s in seeds]
+def _stack_keys(seeds, cfg: RunConfig) -> tuple[jax.Array, ...]:
+  """Stacked ``(init, train, eval, check)`` keys of ``seeds``."""
+  keys = [run_keys(s, cfg.cell, cfg.length) + (check_key(s, cfg.cell,
+                                                         cfg.length),)
+          for s in seeds]
   return tuple(jnp.stack(k) for k in zip(*keys))
-
-
-def seed_sharding(devices: Sequence[jax.Device], num_seeds: int):
-  """Where the seed axis lives: one device, or split evenly over several.
-
-  Seeds are independent, so splitting them over devices needs no
-  communication; with fewer seeds than devices (or an uneven split) the whole
-  group stays on the first device.
-  """
-  if len(devices) > 1 and num_seeds % len(devices) == 0:
-    mesh = jax.sharding.Mesh(np.array(devices), ("seeds",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
-  return jax.sharding.SingleDeviceSharding(devices[0])
-
-
-def map_on_devices(fn: Callable[[Any, list], Any], items: Sequence[Any],
-                   devices: Sequence[jax.Device], num_seeds: int) -> list:
-  """``[fn(item, devices_for_item) ...]``: how independent runs of
-  ``num_seeds`` seeds each share ``devices``.
-
-  When the seeds split evenly over the devices (see :func:`seed_sharding`),
-  items run one after another, each on all devices. Otherwise they run side
-  by side in threads, one device each at a time (a CPU exposing one device
-  per core then puts every core to work; JAX releases the GIL while a
-  compiled program runs). Results keep the order of ``items``; the first
-  exception is raised once all have finished.
-  """
-  devices = list(devices)
-  if len(devices) == 1 or num_seeds % len(devices) == 0:
-    return [fn(item, devices) for item in items]
-  free = queue.SimpleQueue()
-  for device in devices:
-    free.put(device)
-
-  def on_free_device(item):
-    device = free.get()
-    try:
-      return fn(item, [device])
-    finally:
-      free.put(device)
-
-  with futures.ThreadPoolExecutor(len(devices)) as pool:
-    jobs = [pool.submit(on_free_device, item) for item in items]
-  return [job.result() for job in jobs]
 
 
 def init_states(cfg: RunConfig, seeds: Sequence[int],
                 sharding=None) -> TrainState:
   """The stacked initial states of ``seeds``, as :func:`train_and_evaluate`
   starts them (on ``sharding``'s devices, default the first device)."""
-  init_keys, train_keys, _ = _stack_keys(seeds, cfg)
+  init_keys, train_keys, _, _ = _stack_keys(seeds, cfg)
   if sharding is not None:
     init_keys, train_keys = jax.device_put((init_keys, train_keys), sharding)
-  # The initial state does not depend on the length or the step budget:
-  # compile it once for all of them.
-  init_cfg = dataclasses.replace(cfg, length=1, train_steps=1, log_every=1,
-                                 eval_batches=1, unroll=1)
-  state = _init_seeds(init_keys, train_keys, init_cfg)
+  # The initial state does not depend on the length: compile it once for all.
+  state = _init_seeds(init_keys, train_keys,
+                      dataclasses.replace(cfg.program(), length=1, unroll=1))
   if sharding is not None:
     # Constant leaves (zero biases, step counters) come out replicated; put
     # every leaf's seed axis where the chunk program leaves it, so the
@@ -286,10 +297,13 @@ def init_states(cfg: RunConfig, seeds: Sequence[int],
   return state
 
 
-def compile_chunk(cfg: RunConfig, state: TrainState, num_steps: int):
+def compile_chunk(cfg: RunConfig, state: TrainState, num_steps: int,
+                  active: Optional[jax.Array] = None):
   """The compiled chunk of :func:`train_and_evaluate`:
-  ``compiled(state) -> (state, stats)``, ``num_steps`` steps per call."""
-  return _chunk_seeds.lower(state, num_steps, cfg).compile()
+  ``compiled(state, active) -> (state, stats)``, ``num_steps`` steps a call."""
+  if active is None:
+    active = jnp.ones(state.step.shape, bool)
+  return _chunk_seeds.lower(state, active, num_steps, cfg.program()).compile()
 
 
 def train_and_evaluate(
@@ -297,86 +311,140 @@ def train_and_evaluate(
     on_log: Optional[Callable[[dict], None]] = None,
     checkpoint_path: Optional[str] = None,
     checkpoint_every: int = 0,
-    devices: Optional[Sequence[jax.Device]] = None) -> GroupResult:
+    devices: Optional[Sequence[jax.Device]] = None,
+    should_stop: Callable[[], bool] = lambda: False) -> GroupResult:
   """Trains ``cfg`` for every seed at once and evaluates each on fresh data.
 
-  ``on_log`` is called after every chunk with the step, per-seed loss and
-  accuracy, and the throughput. A seed whose loss or parameters turn
-  non-finite is marked ``diverged at step K``; training stops once all have.
+  Every ``cfg.eval_every`` steps each seed is checked on held-out batches
+  (:func:`solve_check`); the first check at or above ``cfg.solved_accuracy``
+  gives its ``steps_to_solve``, and with ``cfg.stop_when_solved`` that seed's
+  state is frozen from then on; training ends when every seed is solved,
+  diverged or out of budget. A seed whose loss or parameters turn non-finite
+  is marked ``diverged at step K``. ``on_log`` is called after every chunk
+  with the step, per-seed loss and accuracy, and the throughput.
+
   With ``checkpoint_path``, the state is saved every ``checkpoint_every``
-  steps and a run finds and continues from its last checkpoint. ``devices``
-  (default: the first device) hold the seeds, see :func:`seed_sharding`.
+  steps and a run finds and continues from its last checkpoint.
+  ``should_stop`` is asked after every chunk: when it returns true, the state
+  is checkpointed (if enabled) and :class:`Interrupted` is raised. ``devices``
+  (default: the first device) hold the seeds, see
+  :func:`devices.seed_sharding`.
   """
   wall_start = time.perf_counter()
   seeds = tuple(seeds)
-  sharding = seed_sharding(devices or jax.devices()[:1], len(seeds))
-  eval_keys = jax.device_put(_stack_keys(seeds, cfg)[2], sharding)
+  program = cfg.program()
+  sharding = devices_lib.seed_sharding(devices or jax.devices()[:1],
+                                       len(seeds))
+  _, _, eval_keys, check_keys = jax.device_put(_stack_keys(seeds, cfg),
+                                               sharding)
 
   t = time.perf_counter()
   state = jax.block_until_ready(init_states(cfg, seeds, sharding))
   compile_seconds = time.perf_counter() - t  # Init is nearly all compile.
 
-  history = {"step": [], "loss": [], "accuracy": []}
-  diverged_at = [None] * len(seeds)
+  loop = {"history": {"step": [], "loss": [], "accuracy": []},
+          "diverged_at": [None] * len(seeds),
+          "solved_at": [None] * len(seeds),
+          "checks": {"step": [], "accuracy": []}}
   if checkpoint_path:
-    restored = _restore_checkpoint(checkpoint_path, state)
+    restored = checkpoint_lib.restore(checkpoint_path, state)
     if restored is not None:
-      state, history, diverged_at = restored
+      state, loop = restored
       logging.info("%s N=%d: continuing from the checkpoint at step %d",
-                   cfg.cell, cfg.length, int(state.step[0]))
+                   cfg.cell, cfg.length, int(state.step.max()))
+  history, diverged_at = loop["history"], loop["diverged_at"]
+  solved_at, checks = loop["solved_at"], loop["checks"]
+
+  def training(i):
+    return diverged_at[i] is None and not (cfg.stop_when_solved
+                                           and solved_at[i] is not None)
 
   compiled = {}
   run_seconds = 0.0
   steps_run = 0
-  step = int(state.step[0])
-  while step < cfg.train_steps and None in diverged_at:
-    num_steps = min(cfg.log_every, cfg.train_steps - step)
+  step = len(history["step"]) and history["step"][-1]
+  while step < cfg.train_steps and any(map(training, range(len(seeds)))):
+    num_steps = min(cfg.log_every, cfg.train_steps - step,
+                    cfg.eval_every - step % cfg.eval_every)
+    active = jax.device_put(
+        np.array([training(i) for i in range(len(seeds))]), sharding)
     if num_steps not in compiled:
       t = time.perf_counter()
-      compiled[num_steps] = compile_chunk(cfg, state, num_steps)
+      compiled[num_steps] = _chunk_seeds.lower(
+          state, active, num_steps, program).compile()
       compile_seconds += time.perf_counter() - t
     t = time.perf_counter()
-    state, stats = compiled[num_steps](state)
+    state, stats = compiled[num_steps](state, active)
     stats = jax.device_get(stats)  # Blocks until the chunk is done.
     run_seconds += time.perf_counter() - t
     steps_run += num_steps
     step += num_steps
     for i, seed in enumerate(seeds):
       bad_step = int(stats["first_nonfinite_step"][i])
-      if diverged_at[i] is None and (bad_step >= 0
-                                     or not stats["params_finite"][i]):
+      if training(i) and (bad_step >= 0 or not stats["params_finite"][i]
+                          or stats["loss"][i] > DIVERGED_LOSS):
         diverged_at[i] = bad_step if bad_step >= 0 else step
         logging.warning("%s N=%d seed %d diverged at step %d", cfg.cell,
                         cfg.length, seed, diverged_at[i])
     history["step"].append(step)
     history["loss"].append([float(x) for x in stats["loss"]])
     history["accuracy"].append([float(x) for x in stats["accuracy"]])
+    if step % cfg.eval_every == 0:
+      accuracy = jax.device_get(_check_seeds(state.params, check_keys, step,
+                                             program))
+      checks["step"].append(step)
+      checks["accuracy"].append([float(a) for a in accuracy])
+      for i in range(len(seeds)):
+        if (solved_at[i] is None and diverged_at[i] is None
+            and accuracy[i] >= cfg.solved_accuracy):
+          solved_at[i] = step
     if on_log is not None:
       on_log({"step": step, "loss": stats["loss"],
               "accuracy": stats["accuracy"],
-              "steps_per_second": steps_run / max(run_seconds, 1e-9)})
-    if checkpoint_path and checkpoint_every and (
-        step % checkpoint_every == 0 and step < cfg.train_steps):
-      _save_checkpoint(checkpoint_path, state, history, diverged_at)
+              "steps_per_second": steps_run / max(run_seconds, 1e-9),
+              "solved": [s is not None for s in solved_at]})
+    stopping = should_stop()
+    if checkpoint_path and checkpoint_every and step < cfg.train_steps and (
+        step % checkpoint_every == 0 or stopping):
+      checkpoint_lib.save(checkpoint_path, state, loop)
+    if stopping:
+      raise Interrupted(f"{cfg.cell} N={cfg.length} stopped at step {step}")
 
   # Evaluation compiles and runs in one go; it is small beside training.
-  evaluation = jax.device_get(_evaluate_seeds(state.params, eval_keys, cfg))
+  evaluation = jax.device_get(_evaluate_seeds(state.params, eval_keys,
+                                              program, cfg.eval_batches))
   params = jax.device_get(state.params)
   results = []
   for i, seed in enumerate(seeds):
-    status = ("ok" if diverged_at[i] is None
-              else f"diverged at step {diverged_at[i]}")
-    last = lambda rows, i=i: rows[-1][i] if rows else math.nan
+    if diverged_at[i] is not None:
+      status, last_step = f"diverged at step {diverged_at[i]}", None
+    else:
+      status = "ok"
+      last_step = solved_at[i] if cfg.stop_when_solved else None
+    # A seed's own history ends where it stopped training.
+    kept = [k for k, s in enumerate(history["step"])
+            if last_step is None or s <= last_step]
+    own = {"step": [history["step"][k] for k in kept],
+           "loss": [history["loss"][k][i] for k in kept],
+           "accuracy": [history["accuracy"][k][i] for k in kept],
+           "check_step": list(checks["step"]),
+           "check_accuracy": [row[i] for row in checks["accuracy"]]}
+    if last_step is not None:
+      own["check_accuracy"] = [a for s, a in zip(checks["step"],
+                                                 own["check_accuracy"])
+                               if s <= last_step]
+      own["check_step"] = [s for s in checks["step"] if s <= last_step]
     results.append(SeedResult(
         seed=seed, status=status,
         test_accuracy=float(evaluation["accuracy"][i]),
         test_loss=float(evaluation["loss"][i]),
-        final_train_loss=last(history["loss"]),
-        final_train_accuracy=last(history["accuracy"]),
-        history={"step": list(history["step"]),
-                 "loss": [row[i] for row in history["loss"]],
-                 "accuracy": [row[i] for row in history["accuracy"]]},
-        params=jax.tree.map(lambda x, i=i: x[i], params)))
+        final_train_loss=own["loss"][-1] if own["loss"] else math.nan,
+        final_train_accuracy=(own["accuracy"][-1] if own["accuracy"]
+                              else math.nan),
+        history=own,
+        params=jax.tree.map(lambda x, i=i: x[i], params),
+        steps_to_solve=solved_at[i],
+        train_steps=own["step"][-1] if own["step"] else 0))
   return GroupResult(
       config=cfg, seeds=results, train_steps=step,
       wall_seconds=time.perf_counter() - wall_start,
@@ -384,32 +452,11 @@ def train_and_evaluate(
       steps_per_second=steps_run / max(run_seconds, 1e-9))
 
 
-# Checkpoints: the training state (less the optimizer's functions, which the
-# config rebuilds), the history so far and which seeds diverged, in one
-# msgpack file written atomically.
+class Interrupted(Exception):
+  """Training was asked to stop (``should_stop``) before its budget."""
 
 
-def _save_checkpoint(path, state, history, diverged_at) -> None:
-  payload = {
-      "state": flax.serialization.to_state_dict(
-          jax.device_get(state.replace(tx=None))),
-      "history": json.dumps(history),
-      "diverged_at": json.dumps(diverged_at),
-  }
-  io.atomic_write_bytes(path, flax.serialization.msgpack_serialize(payload))
-
-
-def _restore_checkpoint(path, state):
-  """``(state, history, diverged_at)`` from ``path``, or None if absent."""
-  if not os.path.exists(path):
-    return None
-  with open(path, "rb") as f:
-    payload = flax.serialization.msgpack_restore(f.read())
-  template = state.replace(tx=None)
-  restored = flax.serialization.from_state_dict(
-      jax.device_get(template), payload["state"])
-  # Back onto the devices (and sharding) the fresh state lives on.
-  restored = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
-                          restored, template)
-  return (restored.replace(tx=state.tx), json.loads(payload["history"]),
-          json.loads(payload["diverged_at"]))
+# A loss this far above chance (log 10 = 2.3) is no longer training: the run is
+# marked diverged even while its numbers stay finite (say, a learning rate of
+# 1e6 with clipping off).
+DIVERGED_LOSS = 1e3

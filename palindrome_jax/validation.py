@@ -83,7 +83,7 @@ def run_config(cfg: train.RunConfig) -> train.RunConfig:
   if cfg.length < 1:
     raise FlagError("lengths", f"{cfg.length} is below the minimum 1")
   for flag in ("batch_size", "num_hidden", "train_steps", "log_every",
-               "eval_batches", "unroll"):
+               "eval_batches", "unroll", "eval_every"):
     value = getattr(cfg, flag)
     if not isinstance(value, int) or value < 1:
       raise FlagError(flag, f"must be a positive integer, got {value}")
@@ -97,6 +97,9 @@ def run_config(cfg: train.RunConfig) -> train.RunConfig:
                     "--optimizer=rmsprop only")
   if not 0 < cfg.lr_gamma <= 1:
     raise FlagError("lr_gamma", f"must be in (0, 1], got {cfg.lr_gamma}")
+  if not 0 < cfg.solved_accuracy <= 1:
+    raise FlagError("solved_accuracy", "must be in (0, 1], got "
+                    f"{cfg.solved_accuracy}")
   if not math.isfinite(cfg.forget_bias):
     raise FlagError("forget_bias", f"must be finite, got {cfg.forget_bias}")
   if cfg.chrono_t_max is not None and not cfg.chrono_t_max > 2:

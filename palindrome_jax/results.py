@@ -1,0 +1,309 @@
+"""One results directory for every tool: nothing lost, mixed or blocked.
+
+Layout of a directory (the sweep's; the horizon search keeps the same)::
+
+    config.json            the training settings every run here shares
+    runs/<run>.json        one record per finished run, with its settings
+    params/<run>.msgpack   its final parameters (Flax serialization)
+    checkpoints/<run>.msgpack   the state of a run in progress
+    .lock                  held (shared) by every process using the directory
+
+What it promises:
+
+- **Atomic.** Every file is written to a temporary file and renamed.
+- **Never mixed.** Each run records the settings it trained with; a run is
+  reused only when they equal the current ones. A directory that holds runs
+  of other settings is refused (with what differs) unless ``overwrite``.
+- **Never blocked.** A file that cannot be read (truncated by a crash, a
+  full disk) is moved aside to ``*.corrupt`` with one warning naming it, and
+  what it held is trained again.
+- **Never twice.** Processes that share the directory (several identical
+  sweeps, or the processes of one multi-process sweep) claim each run with a
+  lock file before training it and skip runs claimed by another; a sweep
+  with other settings is refused while one is running.
+"""
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import math
+import os
+import shutil
+from typing import Any, Iterator, Optional
+
+from absl import logging
+import flax.serialization
+import jax
+import jax.numpy as jnp
+
+from palindrome_jax import io
+
+# A run's result row; ``runs/*.json`` also holds its history and settings.
+ROW_FIELDS = ("cell", "length", "seed", "status", "test_accuracy", "test_loss",
+              "steps_to_solve", "final_train_loss", "final_train_accuracy",
+              "train_steps", "wall_seconds", "compile_seconds",
+              "steps_per_second", "num_params", "seeds_in_program")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Run:
+  """Which run: a cell at a length with a seed."""
+
+  cell: str
+  length: int
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return f"{self.cell}_N{self.length}_seed{self.seed}"
+
+
+class SettingsMismatchError(ValueError):
+  """The directory holds results made with other training settings."""
+
+
+class BusyError(RuntimeError):
+  """Another process holds the directory in a way that forbids this use."""
+
+
+def jsonable(value: Any) -> Any:
+  return json.loads(json.dumps(value))
+
+
+def differing(previous: dict, current: dict) -> list[str]:
+  return sorted(k for k in set(previous) | set(current)
+                if previous.get(k) != current.get(k))
+
+
+def read_json_or_move_aside(path: str) -> Optional[Any]:
+  """The JSON in ``path``; None if absent, or if unreadable: then the file
+  is moved to ``*.corrupt`` and one warning names it."""
+  try:
+    return io.read_json(path)
+  except FileNotFoundError:
+    return None
+  except (ValueError, UnicodeDecodeError, OSError) as error:
+    if isinstance(error, OSError) and error.errno != errno.EIO:
+      raise
+    moved = io.move_aside(path)
+    logging.warning("unreadable %s (%s), moved to %s", path,
+                    str(error).splitlines()[0], moved)
+    return None
+
+
+class ResultsDir:
+  """A results directory of runs trained with one set of ``settings``.
+
+  Use as a context manager (:meth:`open`) around the work: it takes the
+  directory's lock, checks the settings and records them.
+  """
+
+  def __init__(self, root: str, settings: dict[str, Any],
+               what: str = "a sweep",
+               defaults: Optional[dict[str, Any]] = None):
+    self.root = root
+    self.settings = jsonable(settings)
+    self.what = what
+    # A setting added in a later version reads, in older records, as its
+    # default: their runs stay reusable.
+    self.defaults = jsonable(defaults or {})
+    self._lock_file = None
+
+  def _differing(self, other: dict) -> list[str]:
+    return differing({**self.defaults, **other},
+                     {**self.defaults, **self.settings})
+
+  def same_settings(self, other: Optional[dict]) -> bool:
+    if not isinstance(other, dict):
+      return False
+    return {**self.defaults, **other} == {**self.defaults, **self.settings}
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.root, *parts)
+
+  def run_file(self, run: Run) -> str:
+    return self.path("runs", run.name + ".json")
+
+  def params_file(self, run: Run) -> str:
+    return self.path("params", run.name + ".msgpack")
+
+  def checkpoint_file(self, run: Run) -> str:
+    return self.path("checkpoints", run.name + ".msgpack")
+
+  # The directory as a whole.
+
+  @contextlib.contextmanager
+  def open(self, overwrite: bool = False,
+           config: Optional[dict[str, Any]] = None) -> Iterator["ResultsDir"]:
+    """Holds the directory for the ``with`` block.
+
+    Refuses (:class:`SettingsMismatchError`) a directory whose runs were
+    trained with other settings, unless ``overwrite``: then they are removed,
+    which is refused (:class:`BusyError`) while another process uses it.
+    ``config`` (cells, lengths, seeds, ...) is merged into ``config.json``.
+    """
+    os.makedirs(self.root, exist_ok=True)
+    lock = open(self.path(".lock"), "a+")  # pylint: disable=consider-using-with
+    try:
+      # Checked and recorded under an exclusive lock, so two processes that
+      # start at once cannot both find the directory empty.
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      try:
+        previous = self._previous_settings()
+        if previous is not None and not self.same_settings(previous):
+          if not overwrite:
+            raise SettingsMismatchError(
+                f"{self.root} holds {self.what} with other settings "
+                f"({', '.join(self._differing(previous))}); use "
+                "--overwrite to replace it, or another --results_dir")
+          self._remove_runs(lock)
+        self._write_config(config or {})
+      finally:
+        fcntl.flock(lock, fcntl.LOCK_SH)  # Others with these settings join.
+      self._lock_file = lock
+      yield self
+    finally:
+      self._lock_file = None
+      lock.close()
+
+  def _previous_settings(self) -> Optional[dict]:
+    config = read_json_or_move_aside(self.path("config.json"))
+    if isinstance(config, dict) and "training_settings" in config:
+      return config["training_settings"]
+    for record in self._records():  # config.json lost: the runs still say.
+      if not self.same_settings(record.get("settings")):
+        return record.get("settings") or {}
+    return None
+
+  def _remove_runs(self, lock) -> None:
+    """Removes the runs of other settings; we hold the exclusive lock, but a
+    process that had the directory open before may still be training."""
+    claims = self.path("claims")
+    busy = [name for name in (os.listdir(claims) if os.path.isdir(claims)
+                              else []) if _claimed(os.path.join(claims, name))]
+    if busy:
+      raise BusyError(f"{self.root} is in use by another process (training "
+                      f"{busy[0].removesuffix('.lock')}); cannot --overwrite it "
+                      "now")
+    del lock
+    for sub in ("runs", "params", "checkpoints", "claims"):
+      shutil.rmtree(self.path(sub), ignore_errors=True)
+    for name in ("config.json",):
+      if os.path.exists(self.path(name)):
+        os.remove(self.path(name))
+
+  def _write_config(self, config: dict[str, Any]) -> None:
+    previous = read_json_or_move_aside(self.path("config.json")) or {}
+    merged = dict(previous)
+    for key, value in config.items():
+      if isinstance(value, (list, tuple)) and isinstance(previous.get(key),
+                                                         list):
+        merged[key] = sorted(set(previous[key]) | set(value))
+      else:
+        merged[key] = value
+    merged.update(
+        training_settings=self.settings, jax_version=jax.__version__,
+        backend=jax.default_backend(),
+        devices=[str(d) for d in jax.devices()])
+    io.write_json(self.path("config.json"), jsonable(merged))
+
+  # Runs.
+
+  def finished(self, run: Run) -> Optional[dict]:
+    """The record of ``run`` if it finished (ok or diverged) with these
+    settings; None if it must train (absent, failed, or unreadable)."""
+    record = read_json_or_move_aside(self.run_file(run))
+    if not isinstance(record, dict) or "status" not in record:
+      if record is not None:  # Valid JSON, not a record: set aside too.
+        io.move_aside(self.run_file(run))
+      return None
+    if record["status"].startswith("error"):
+      return None
+    if not self.same_settings(record.get("settings")):
+      return None
+    return record
+
+  @contextlib.contextmanager
+  def claim(self, run: Run) -> Iterator[bool]:
+    """Yields True if this process may train ``run`` now, False if another
+    process is training it."""
+    os.makedirs(self.path("claims"), exist_ok=True)
+    path = self.path("claims", run.name + ".lock")
+    with open(path, "a+") as f:
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        yield False
+        return
+      try:
+        yield True
+      finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+  def save_run(self, run: Run, row: dict[str, Any], params: Any) -> None:
+    """Writes the parameters, then the record that marks the run finished:
+    if either write fails, the run counts as not trained."""
+    if params is not None:
+      io.atomic_write_bytes(self.params_file(run),
+                            flax.serialization.msgpack_serialize(params))
+    io.write_json(self.run_file(run), {**row, "settings": self.settings})
+    checkpoint = self.checkpoint_file(run)
+    if os.path.exists(checkpoint):
+      os.remove(checkpoint)
+
+  def _records(self) -> list[dict]:
+    runs_dir = self.path("runs")
+    if not os.path.isdir(runs_dir):
+      return []
+    records = []
+    for name in sorted(os.listdir(runs_dir)):
+      if name.endswith(".json") and not name.startswith("."):
+        record = read_json_or_move_aside(os.path.join(runs_dir, name))
+        if isinstance(record, dict) and "cell" in record:
+          records.append(record)
+    return records
+
+  def all_runs(self) -> list[dict]:
+    """Every run recorded here with these settings, sorted."""
+    records = [r for r in self._records()
+               if self.same_settings(r.get("settings"))]
+    return sorted(records, key=lambda r: (r["cell"], r["length"], r["seed"]))
+
+  def load_params(self, run: Run) -> Any:
+    """The saved parameters of ``run`` (raises if missing or unreadable)."""
+    with open(self.params_file(run), "rb") as f:
+      return jax.tree.map(jnp.asarray,
+                          flax.serialization.msgpack_restore(f.read()))
+
+
+def _claimed(path: str) -> bool:
+  with open(path, "a+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return True
+    fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def error_row(run: Run, error: BaseException) -> dict[str, Any]:
+  """The record of a run that raised: its status names the error."""
+  message = f"{type(error).__name__}: {error}".splitlines()[0]
+  row = {field: math.nan for field in ROW_FIELDS}
+  row.update(cell=run.cell, length=run.length, seed=run.seed,
+             status=f"error: {message}", train_steps=0, steps_to_solve=None,
+             seeds_in_program=1,
+             history={"step": [], "loss": [], "accuracy": []})
+  return row
+
+
+def status_counts(rows: list[dict]) -> dict[str, int]:
+  """How many runs are ok, diverged, failed."""
+  counts = {"ok": 0, "diverged": 0, "failed": 0}
+  for row in rows:
+    status = row["status"]
+    counts["ok" if status == "ok" else
+           "diverged" if status.startswith("diverged") else "failed"] += 1
+  return counts
