@@ -30,6 +30,9 @@ TORCH = flags.DEFINE_string(
     "(required) or off.")
 
 
+# --help lists the shared flags too (training, devices, cells).
+flags.adopt_module_key_flags(common)
+
 def main(argv):
   del argv
   if common.SEEDS.value != 1:

@@ -116,8 +116,8 @@ def configure_devices() -> list:
     jax.config.update("jax_compilation_cache_dir",
                       os.path.expanduser(COMPILATION_CACHE_DIR.value))
   devices = jax.devices()
-  logging.info("JAX %s on %d device(s): %s", jax.__version__, len(devices),
-               devices)
+  print(f"JAX {jax.__version__} on {len(devices)} {jax.default_backend()} "
+        f"device(s)", file=sys.stderr, flush=True)
   return devices
 
 
@@ -170,6 +170,26 @@ def base_run_config(cell: str = "lstm", length: int = 5) -> train.RunConfig:
   return base
 
 
+def check_memory(base: train.RunConfig, cells: tuple[str, ...],
+                 lengths: tuple[int, ...], devices: list) -> None:
+  """Refuses, before anything compiles, runs that cannot fit on a device."""
+  available = train.device_memory(devices[0])
+  if available is None:
+    return
+  seeds = len(seed_values()) if VMAP_SEEDS.value else 1
+  for cell in cells:
+    cfg = dataclasses.replace(base, cell=cell, length=max(lengths))
+    needed = train.estimate_memory(cfg, seeds)
+    if needed > available:
+      flag = ("batch_size" if base.batch_size > 4096 and max(lengths) < 10_000
+              else "lengths")
+      raise validation.FlagError(
+          flag, f"{cell} at N={cfg.length} with --batch_size="
+          f"{base.batch_size} and --num_hidden={base.num_hidden} needs about "
+          f"{needed / 1e9:.1f} GB to train (estimated); {devices[0]} has "
+          f"{available / 1e9:.1f} GB available")
+
+
 def check_checkpoint_every(value: int, base: train.RunConfig) -> None:
   validation.positive("checkpoint_every", value, allow_zero=True)
   if value % base.log_every:
@@ -216,5 +236,7 @@ def run(main) -> None:
       print(f"error: {error}", file=sys.stderr)
       sys.exit(2)
 
-  logging.set_verbosity(logging.INFO)
+  # Progress is drawn by palindrome_jax.progress; the log keeps warnings and
+  # errors (--verbosity=0 brings back JAX's and absl's informational lines).
+  logging.set_verbosity(logging.WARNING)
   app.run(wrapped, flags_parser=_parse_flags)

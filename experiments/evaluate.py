@@ -21,20 +21,26 @@ LENGTHS = flags.DEFINE_string(
     "lengths", None,
     "Comma-separated lengths N to test at; default: each run's own.")
 
+for _name in ("cells", "cell_module", "eval_batches", "cpu_devices",
+              "compilation_cache_dir"):
+  flags.declare_key_flag(_name)
 
 def main(argv):
   del argv
   common.import_cell_module()
   results_dir = RESULTS_DIR.value
-  if not os.path.exists(os.path.join(results_dir, "config.json")):
+  try:
+    config = evaluate.base_config(results_dir)
+  except FileNotFoundError:
     raise validation.FlagError("results_dir",
-                               f"{results_dir!r} holds no sweep results")
+                               f"{results_dir!r} holds no sweep results"
+                               ) from None
   lengths = (validation.int_list("lengths", LENGTHS.value)
              if LENGTHS.value is not None else None)
   validation.writable_dir("results_dir", results_dir)
   cells = (common.cell_names() if common.FLAGS["cells"].present else None)
-  missing = [c for c in io.read_json(os.path.join(
-      results_dir, "config.json"))["cells"]
+  recorded = io.read_json(os.path.join(results_dir, "config.json"))
+  missing = [c for c in recorded.get("cells", [])
              if c not in cells_lib.names() and (cells is None or c in cells)]
   if missing:
     raise validation.FlagError(
@@ -43,6 +49,7 @@ def main(argv):
   eval_batches = (validation.positive("eval_batches",
                                       common.EVAL_BATCHES.value)
                   if common.FLAGS["eval_batches"].present else None)
+  del config
   common.configure_devices()
   rows = evaluate.evaluate_saved(results_dir, lengths, cells, eval_batches)
   io.write_json(os.path.join(results_dir, "evaluate.json"), rows)

@@ -7,17 +7,28 @@ For every cell, trains at --length and measures the mean over a batch of
 training. Writes gradients.json and gradients.png in --results_dir.
 """
 
+import sys
+
 from absl import flags
 
 from experiments import common
 from palindrome_jax import gradients
+from palindrome_jax import results as results_lib
 from palindrome_jax import validation
 
 LENGTH = flags.DEFINE_integer("length", 20, "Palindrome length N to train "
                               "and measure at.")
 RESULTS_DIR = flags.DEFINE_string("results_dir", "results/gradients",
-                                  "Where gradients.json and .png go.")
+                                  "Where gradients.json and .png go (and the "
+                                  "trained runs, reused by a rerun).")
+OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False,
+    "Replace runs in --results_dir trained with other settings (otherwise "
+    "that is refused).")
 
+
+# --help lists the shared flags too (training, devices, cells).
+flags.adopt_module_key_flags(common)
 
 def main(argv):
   del argv
@@ -28,8 +39,17 @@ def main(argv):
   seeds = common.seed_values()
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
-  results = gradients.run_gradients(base, cells, LENGTH.value, seeds,
-                                    results_dir, devices=devices)
+  common.check_memory(base, cells, (LENGTH.value,), devices)
+  with common.stop_on_interrupt() as stop:
+    try:
+      results = gradients.run_gradients(base, cells, LENGTH.value, seeds,
+                                        results_dir, devices=devices,
+                                        overwrite=OVERWRITE.value, stop=stop)
+    except (results_lib.SettingsMismatchError, results_lib.BusyError) as error:
+      raise validation.FlagError("results_dir", str(error)) from None
+  if stop():
+    print("interrupted; rerun the same command to continue", file=sys.stderr)
+    sys.exit(130)
   print(gradients.summary_table(results))
   print(f"Results in {results_dir}/")
 

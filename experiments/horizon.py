@@ -36,6 +36,9 @@ CHECKPOINT_EVERY = flags.DEFINE_integer(
     "--log_every), so a killed search continues mid-run; 0: never.")
 
 
+# --help lists the shared flags too (training, devices, cells).
+flags.adopt_module_key_flags(common)
+
 def main(argv):
   del argv
   cells = common.cell_names()
@@ -55,6 +58,7 @@ def main(argv):
       vmap_seeds=common.VMAP_SEEDS.value)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
+  common.check_memory(base, cells, (MAX_LENGTH.value,), devices)
   with common.stop_on_interrupt() as stop:
     try:
       content = horizon.run_horizon(config, results_dir,

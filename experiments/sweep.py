@@ -31,6 +31,9 @@ CHECKPOINT_EVERY = flags.DEFINE_integer(
     "--log_every) so a killed run continues from there; 0: never.")
 
 
+# --help lists the shared flags too (training, devices, cells).
+flags.adopt_module_key_flags(common)
+
 def main(argv):
   del argv
   cells = common.cell_names()
@@ -43,6 +46,7 @@ def main(argv):
                              vmap_seeds=common.VMAP_SEEDS.value)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
+  common.check_memory(base, cells, lengths, devices)
   with common.stop_on_interrupt() as stop:
     try:
       outcome = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,

@@ -179,8 +179,9 @@ def _prepare_compiled_loop(cfg: train.RunConfig, seed: int,
   """
   chunk = min(steps, cfg.log_every)
   state = jax.block_until_ready(train.init_states(cfg, (seed,)))
+  active = jnp.ones(state.step.shape, bool)
   start = time.perf_counter()
-  compiled = train.compile_chunk(cfg, state, chunk)
+  compiled = train.compile_chunk(cfg, state, chunk, active)
   compile_seconds = time.perf_counter() - start
 
   def run(num_steps):
@@ -188,7 +189,7 @@ def _prepare_compiled_loop(cfg: train.RunConfig, seed: int,
     if num_steps % chunk:
       raise ValueError(f"{num_steps} steps are not whole chunks of {chunk}")
     for _ in range(num_steps // chunk):
-      state, stats = compiled(state)
+      state, stats = compiled(state, active)
       jax.device_get(stats)  # As the sweep: it checks them after every chunk.
     state = jax.block_until_ready(state)
 

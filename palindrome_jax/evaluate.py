@@ -10,29 +10,25 @@ import dataclasses
 import os
 from typing import Iterable, Optional
 
-import flax.serialization
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from palindrome_jax import io
-from palindrome_jax import sweep
+from palindrome_jax import results as results_lib
 from palindrome_jax import train
-
-
-def load_params(path: str):
-  with open(path, "rb") as f:
-    return jax.tree.map(jnp.asarray,
-                        flax.serialization.msgpack_restore(f.read()))
+from palindrome_jax.results import Run
 
 
 def base_config(results_dir: str) -> train.RunConfig:
   """The sweep's training settings, from its ``config.json``."""
   path = os.path.join(results_dir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{results_dir} holds no sweep (no config.json)")
-  settings = io.read_json(path)["training_settings"]
-  return train.RunConfig(**settings)
+  config = results_lib.read_json_or_move_aside(path)
+  if not isinstance(config, dict) or "training_settings" not in config:
+    raise FileNotFoundError(f"{results_dir} holds no sweep (no readable "
+                            "config.json)")
+  known = {f.name for f in dataclasses.fields(train.RunConfig)}
+  return train.RunConfig(**{k: v for k, v in config["training_settings"].items()
+                            if k in known})
 
 
 def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
@@ -41,41 +37,52 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
   """Test accuracy and loss of every saved run (of ``cells``) at ``lengths``.
 
   ``lengths=None`` tests each run at the length it trained on. Returns one
-  row per (run, test length).
+  row per (run, test length); a run whose parameters are missing or
+  unreadable gets one row saying so, and the others are evaluated.
   """
   base = base_config(results_dir)
+  results = results_lib.ResultsDir(results_dir, base.training_settings(),
+                                   defaults=train.RunConfig(
+                                   ).training_settings())
   if eval_batches:
     base = dataclasses.replace(base, eval_batches=eval_batches)
-  results = sweep.ResultsDir(results_dir)
   rows = []
   for record in results.all_runs():
     if cells is not None and record["cell"] not in cells:
       continue
-    path = results.params_file(record["cell"], record["length"],
-                               record["seed"])
-    if not os.path.exists(path):
-      continue  # Failed runs leave no parameters.
-    params = load_params(path)
-    for length in (lengths or (record["length"],)):
-      cfg = dataclasses.replace(base, cell=record["cell"], length=length)
-      _, _, eval_key = train.run_keys(record["seed"], cfg.cell, length)
-      metrics = jax.device_get(_evaluate(params, eval_key, cfg))
-      rows.append({
-          "cell": record["cell"], "seed": record["seed"],
-          "trained_length": record["length"], "test_length": length,
-          "status": record["status"],
-          "test_accuracy": float(metrics["accuracy"]),
-          "test_loss": float(metrics["loss"]),
-      })
+    run = Run(record["cell"], record["length"], record["seed"])
+    row = {"cell": run.cell, "seed": run.seed, "trained_length": run.length,
+           "status": record["status"]}
+    try:
+      params = results.load_params(run)
+    except FileNotFoundError:
+      rows.append({**row, "test_length": None, "status": (
+          "no parameters" if record["status"].startswith("error")
+          else f"error: {results.params_file(run)} is missing")})
+      continue
+    except Exception as error:  # pylint: disable=broad-except
+      rows.append({**row, "test_length": None, "status":
+                   f"error: {results.params_file(run)} is unreadable "
+                   f"({type(error).__name__})"})
+      continue
+    for length in (lengths or (run.length,)):
+      cfg = dataclasses.replace(base, cell=run.cell, length=length)
+      _, _, eval_key = train.run_keys(run.seed, cfg.cell, length)
+      metrics = jax.device_get(_evaluate(params, eval_key, cfg.program(),
+                                         cfg.eval_batches))
+      rows.append({**row, "test_length": length,
+                   "test_accuracy": float(metrics["accuracy"]),
+                   "test_loss": float(metrics["loss"])})
   return rows
 
 
-_evaluate = jax.jit(train.evaluate, static_argnums=2)
+_evaluate = jax.jit(train.evaluate, static_argnums=(2, 3))
 
 
 def table(rows: list[dict]) -> str:
   """Markdown: mean test accuracy (%) per (cell, trained N) x test N."""
-  test_lengths = sorted({r["test_length"] for r in rows})
+  test_lengths = sorted({r["test_length"] for r in rows
+                         if r["test_length"] is not None})
   groups = sorted({(r["cell"], r["trained_length"]) for r in rows})
   lines = ["Test accuracy (%) of saved parameters, mean over seeds",
            "",
@@ -86,7 +93,12 @@ def table(rows: list[dict]) -> str:
     entries = []
     for n in test_lengths:
       accs = [r["test_accuracy"] for r in rows if r["cell"] == cell
-              and r["trained_length"] == trained and r["test_length"] == n]
+              and r["trained_length"] == trained and r["test_length"] == n
+              and "test_accuracy" in r]
       entries.append(f"{100 * np.mean(accs):.2f}" if accs else "–")
     lines.append(f"| {cell} | {trained} | " + " | ".join(entries) + " |")
+  problems = [f"- {r['cell']} N={r['trained_length']} seed {r['seed']}: "
+              f"{r['status']}" for r in rows if r["test_length"] is None]
+  if problems:
+    lines += ["", "Not evaluated:", *problems]
   return "\n".join(lines) + "\n"

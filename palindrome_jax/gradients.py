@@ -22,11 +22,9 @@ import dataclasses
 import functools
 import math
 import os
-import time
 import zlib
 from typing import Any, Callable, Optional, Sequence
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,10 +32,14 @@ import optax
 
 from palindrome_jax import cells as cells_lib
 from palindrome_jax import data
-from palindrome_jax import horizon
+from palindrome_jax import devices as devices_lib
 from palindrome_jax import io
 from palindrome_jax import model
+from palindrome_jax import report
+from palindrome_jax import results as results_lib
+from palindrome_jax import sweep
 from palindrome_jax import train
+from palindrome_jax.results import Run
 
 Params = Any
 
@@ -145,42 +147,37 @@ def _to_lists(norms: dict[str, np.ndarray]) -> dict[str, list[float]]:
 
 def _mean_over_seeds(per_seed: list[dict[str, list[float]]]) -> dict:
   """Per-step mean over the seeds whose norms are finite at that step."""
-  mean = {}
-  for part in per_seed[0]:
-    rows = np.array([s[part] for s in per_seed], np.float64)
-    finite = np.isfinite(rows)
-    count = finite.sum(0)
-    total = np.where(finite, rows, 0.0).sum(0)
-    mean[part] = [float(t / c) if c else math.nan
-                  for t, c in zip(total, count)]
-  return mean
+  return {part: [float(x) for x in results_lib.finite_mean(
+      [s[part] for s in per_seed], axis=0)] for part in per_seed[0]}
 
 
-def gradient_profile(cfg: train.RunConfig, seeds: tuple[int, ...],
-                     train_fn: Callable[..., train.GroupResult] =
-                     train.train_and_evaluate, **train_kwargs) -> dict:
+def gradient_profile(cfg: train.RunConfig, records: Sequence[Optional[dict]],
+                     params: Sequence[Any]) -> dict:
   """Norms at initialisation and after training ``cfg`` for each seed.
 
-  Returns a JSON-able dict: per seed its status, test accuracy and the norms
-  ``{"init": {part: [T]}, "trained": {...}}``, and the same means over seeds.
-  ``train_kwargs`` (``on_log``, ``devices``) go to ``train_fn``.
+  ``records`` are the seeds' result rows and ``params`` their trained
+  parameters (None where there are none). Returns a JSON-able dict: per seed
+  its status, test accuracy and the norms ``{"init": {part: [T]},
+  "trained": {...}}``, and the same means over the seeds that trained.
   """
   cell = cfg.make_cell()
-  group = train_fn(cfg, tuple(seeds), **train_kwargs)
   per_seed = []
-  for result in group.seeds:
-    batch = gradient_batch(cfg, result.seed)
-    init = hidden_gradient_norms(cell, initial_params(cfg, result.seed), batch)
-    trained = hidden_gradient_norms(cell, result.params, batch)
-    per_seed.append({"seed": result.seed, "status": result.status,
-                     "test_accuracy": result.test_accuracy,
+  for record, trained_params in zip(records, params):
+    batch = gradient_batch(cfg, record["seed"])
+    init = hidden_gradient_norms(cell, initial_params(cfg, record["seed"]),
+                                 batch)
+    trained = (hidden_gradient_norms(cell, trained_params, batch)
+               if trained_params is not None else
+               {part: [math.nan] * len(v) for part, v in init.items()})
+    per_seed.append({"seed": record["seed"], "status": record["status"],
+                     "test_accuracy": record.get("test_accuracy"),
+                     "train_steps": record.get("train_steps"),
                      "init": _to_lists(init), "trained": _to_lists(trained)})
   usable = [s for s in per_seed if s["status"] == "ok"] or per_seed
   return {
       "cell": cfg.cell,
       "length": cfg.length,
-      "train_steps": group.train_steps,
-      "wall_seconds": group.wall_seconds,
+      "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in records),
       "init": _mean_over_seeds([s["init"] for s in usable]),
       "trained": _mean_over_seeds([s["trained"] for s in usable]),
       "seeds": per_seed,
@@ -191,34 +188,70 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
                   seeds: tuple[int, ...], results_dir: str,
                   train_fn: Callable[..., train.GroupResult] =
                   train.train_and_evaluate,
-                  devices: Optional[Sequence[jax.Device]] = None) -> dict:
+                  devices: Optional[Sequence[jax.Device]] = None,
+                  overwrite: bool = False,
+                  stop: Callable[[], bool] = lambda: False) -> dict:
   """:func:`gradient_profile` for every cell; writes ``gradients.json``
-  (after each cell) and ``gradients.png``. Returns what the JSON holds.
-  ``devices`` hold the seeds (see :func:`train.train_and_evaluate`)."""
+  and ``gradients.png``. Returns what the JSON holds.
+
+  The runs are trained (side by side over ``devices``) and kept in
+  ``results_dir`` as a sweep keeps them (:mod:`palindrome_jax.results`), so
+  a rerun measures again without training again.
+  """
   from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
-  settings = {**base.training_settings(), "length": length}
-  results = {
+  directory = results_lib.ResultsDir(
+      results_dir, base.training_settings(), what="a gradients run",
+      defaults=train.RunConfig().training_settings())
+  pool = devices_lib.DevicePool(devices or jax.local_devices())
+  content = {
       "length": length,
       "seeds": list(seeds),
       "examples": base.batch_size,
       "measure": "mean over a batch of ||d loss_b / d carry_t||, loss_b one "
                  "example's cross-entropy, carry_t the carry after step t",
-      "training_settings": settings,
+      "training_settings": {**base.training_settings(), "length": length},
       "cells": {},
   }
-  path = os.path.join(results_dir, "gradients.json")
-  for index, cell in enumerate(cells):
-    cfg = dataclasses.replace(base, cell=cell, length=length)
-    logging.info("[%d/%d] %s N=%d: training %d steps, seeds %s", index + 1,
-                 len(cells), cell, length, cfg.train_steps, list(seeds))
-    start = time.perf_counter()
-    results["cells"][cell] = gradient_profile(
-        cfg, seeds, train_fn, on_log=horizon.log_progress(cfg),
-        devices=devices)
-    logging.info("%s done in %.0f s", cell, time.perf_counter() - start)
-    io.write_json(path, results)
-  plots.gradient_norms(results, os.path.join(results_dir, "gradients.png"))
-  return results
+  with directory.open(overwrite, config={"cells": list(cells),
+                                         "lengths": [length],
+                                         "seeds": list(seeds)}):
+    runs = [Run(cell, length, seed) for cell in cells for seed in seeds]
+    records = sweep.train_runs(runs, base, directory, pool, train_fn=train_fn,
+                               stop=stop)
+    for cell in cells:
+      cfg = dataclasses.replace(base, cell=cell, length=length)
+      cell_records, cell_params = [], []
+      for seed in seeds:
+        run = Run(cell, length, seed)
+        record = records.get(run) or {"seed": seed, "status": "not trained"}
+        cell_records.append(record)
+        cell_params.append(directory.load_params(run)
+                           if record["status"] == "ok" or
+                           record["status"].startswith("diverged") else None)
+      content["cells"][cell] = gradient_profile(cfg, cell_records, cell_params)
+    io.write_json(os.path.join(results_dir, "gradients.json"), content)
+    plots.gradient_norms(content, os.path.join(results_dir, "gradients.png"))
+    io.atomic_write_text(os.path.join(results_dir, "gradients.md"),
+                         markdown_report(content))
+  return content
+
+
+def markdown_report(content: dict) -> str:
+  """``gradients.md``: the table, the figure, each seed, the settings."""
+  lines = ["# Vanishing gradients, measured", "",
+           f"Measure: {content['measure']}; {content['examples']} examples, "
+           f"seeds {content['seeds']}.", "", summary_table(content),
+           "![gradient norms against t](gradients.png)", "", "## Each seed",
+           ""]
+  for cell, profile in content["cells"].items():
+    for s in profile["seeds"]:
+      lines.append(f"- {cell} seed {s['seed']}: {s['status']}, test accuracy "
+                   f"{report.percent(s['test_accuracy'])}%, "
+                   f"{s.get('train_steps', report.MISSING)} steps trained")
+  lines += ["", "## Settings", "", *report.table(
+      ["setting", "value"],
+      [[k, v] for k, v in sorted(content["training_settings"].items())]), ""]
+  return "\n".join(lines)
 
 
 def summary_table(results: dict) -> str:
@@ -230,16 +263,13 @@ def summary_table(results: dict) -> str:
            "trained t=N-1 | test accuracy |",
            "|---|---|---|---|---|---|---|"]
   for cell, profile in results["cells"].items():
-    accuracies = [s["test_accuracy"] for s in profile["seeds"]]
-    accuracy = f"{100 * float(np.mean(accuracies)):.1f}%"
+    accuracy = sweep.finite_mean([s["test_accuracy"]
+                                  for s in profile["seeds"]])
+    accuracy = f"{100 * accuracy:.1f}%" if math.isfinite(accuracy) else "–"
     for part in sorted(profile["init"]):
       init, trained = profile["init"][part], profile["trained"][part]
-      lines.append(f"| {cell} | {part} | {_sci(init[0])} | {_sci(init[-1])} "
-                   f"| {_sci(trained[0])} | {_sci(trained[-1])} | {accuracy} |")
+      lines.append(
+          f"| {cell} | {part} | {report.scientific(init[0])} | "
+          f"{report.scientific(init[-1])} | {report.scientific(trained[0])} | "
+          f"{report.scientific(trained[-1])} | {accuracy} |")
   return "\n".join(lines) + "\n"
-
-
-def _sci(value) -> str:
-  if value is None or not math.isfinite(value):
-    return "–"
-  return f"{value:.2e}"

@@ -30,6 +30,8 @@ import numpy as np
 
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import io
+from palindrome_jax import progress as progress_lib
+from palindrome_jax import report
 from palindrome_jax import results as results_lib
 from palindrome_jax import sweep
 from palindrome_jax import train
@@ -93,6 +95,10 @@ def search(passes: Callable[[int], bool], min_length: int,
   return last_pass
 
 
+class RunFailed(RuntimeError):
+  """A run of the search raised; a rerun retries it."""
+
+
 def length_record(length: int, records: Sequence[Optional[dict]],
                   threshold: float) -> dict:
   """What one length tried says: each seed's outcome, how many solved, and
@@ -100,7 +106,7 @@ def length_record(length: int, records: Sequence[Optional[dict]],
   counts as not solved)."""
   records = [r or {"status": "missing", "test_accuracy": None} for r in records]
   accuracies = [r.get("test_accuracy") for r in records]
-  solved = [r["status"] == "ok" and _is_number(a) and a >= threshold
+  solved = [r["status"] == "ok" and report.is_number(a) and a >= threshold
             for r, a in zip(records, accuracies)]
   return {
       "length": length,
@@ -117,14 +123,10 @@ def length_record(length: int, records: Sequence[Optional[dict]],
   }
 
 
-def _is_number(x) -> bool:
-  return isinstance(x, (int, float)) and math.isfinite(x)
-
-
 def cell_horizon(cell: str, config: HorizonConfig,
                  train_length: Callable[[int], list[Optional[dict]]],
-                 on_evaluation: Callable[[dict], None] = lambda e: None
-                 ) -> dict:
+                 on_evaluation: Callable[[dict], None] = lambda e: None,
+                 on_message: Callable[[str], None] = logging.info) -> dict:
   """Searches ``cell``'s horizon. ``train_length(N)`` returns every seed's
   record at ``N`` (from disk, or trained now); ``on_evaluation`` receives
   each length's record as it is known."""
@@ -134,10 +136,10 @@ def cell_horizon(cell: str, config: HorizonConfig,
     order.append(n)
     record = length_record(n, train_length(n), config.threshold)
     on_evaluation(record)
-    logging.info("%s N=%d: %d/%d seeds solved, mean test accuracy %s%%: %s",
-                 cell, n, sum(record["solved"]), len(record["solved"]),
-                 _percent(record["mean_accuracy"]),
-                 "pass" if record["passed"] else "fail")
+    on_message(f"{cell} N={n}: {sum(record['solved'])}/"
+               f"{len(record['solved'])} seeds solved, mean test accuracy "
+               f"{report.percent(record['mean_accuracy'], 1)}%: "
+               f"{'pass' if record['passed'] else 'fail'}")
     return record["passed"]
 
   found = search(passes, config.min_length, config.max_length)
@@ -202,30 +204,44 @@ def run_horizon(config: HorizonConfig, results_dir: str,
       records = sweep.train_runs(
           runs, config.base, results, pool, vmap_seeds=config.vmap_seeds,
           checkpoint_every=config.checkpoint_every, train_fn=train_fn,
-          stop=stop)
+          stop=stop, progress=progress)
       if stop():
         raise sweep.Interrupted
+      for run in runs:
+        status = (records.get(run) or {}).get("status", "")
+        if status.startswith("error"):  # Not a result: the search stops.
+          raise RunFailed(f"{run.name}: {status.removeprefix('error: ')}")
       return [records.get(run) for run in runs]
 
     try:
       result = cell_horizon(cell, config, train_length,
-                            lambda e: save(cell, evaluation=e))
+                            lambda e: save(cell, evaluation=e),
+                            progress.message)
     except sweep.Interrupted:
       return
     except Exception as error:  # pylint: disable=broad-except
       logging.error("%s failed:\n%s", cell, traceback.format_exc())
-      message = f"{type(error).__name__}: {error}".splitlines()[0]
+      message = (str(error) if isinstance(error, RunFailed) else
+                 f"{type(error).__name__}: {error}").splitlines()[0]
       result = {"cell": cell, "horizon": None, "message": f"error: {message}"}
     result["search_seconds"] = time.perf_counter() - start
     save(cell, result=result)
-    logging.info("%s: %s", cell, result["message"])
+    progress.message(f"{cell}: {result['message']}")
 
+  progress = progress_lib.Progress(title="horizon search")
   with results.open(overwrite, config={"cells": list(config.cells),
                                        "seeds": list(config.seeds)}):
-    devices_lib.run_side_by_side(search_cell, config.cells)
+    try:
+      devices_lib.run_side_by_side(search_cell, config.cells)
+    finally:
+      progress.close()
     io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
-                         summary_table(content))
+                         markdown_report(content))
     plots.horizon(content, os.path.join(results_dir, "horizon.png"))
+    plots.steps_to_solve(
+        results.all_runs(), os.path.join(results_dir, "steps_to_solve.png"),
+        budget=config.base.train_steps,
+        title="Steps to solve, lengths of the horizon search")
   return content
 
 
@@ -252,6 +268,27 @@ def summary_table(content: dict) -> str:
   return "\n".join(lines + [""] + notes) + "\n"
 
 
+def markdown_report(content: dict) -> str:
+  """``horizon.md``: the table, the figures, and the settings."""
+  settings = content["settings"]
+  lines = ["# Memory horizon", "", summary_table(content),
+           "![accuracy against N, horizons starred](horizon.png)", "",
+           "![steps to solve against N](steps_to_solve.png)", "",
+           "## Every length tried", ""]
+  for cell, entry in content["cells"].items():
+    for e in entry["evaluations"]:
+      lines.append(
+          f"- {cell} N={e['length']}: seeds {e['seeds']}, test accuracy (%) "
+          f"{[report.percent(a) for a in e['accuracies']]}, steps to solve "
+          f"{[s if s is not None else report.MISSING for s in e['steps_to_solve']]}"
+          f", status {sorted(set(e['statuses']))}")
+  lines += ["", "## Settings", "",
+            *report.table(["setting", "value"], [
+                [k, v] for k, v in sorted(settings["training"].items())]),
+            ""]
+  return "\n".join(lines)
+
+
 def _tried_text(e: dict) -> str:
   solved_steps = [s for s in e.get("steps_to_solve", []) if s is not None]
   median = (f" ({int(np.median(solved_steps))})" if solved_steps else "")
@@ -270,9 +307,3 @@ def _horizon_text(entry: dict, settings: dict) -> str:
   if found == settings["max_length"]:
     return f"≥ {found}"
   return str(found)
-
-
-def _percent(value) -> str:
-  if value is None or not math.isfinite(value):
-    return "–"
-  return f"{100 * value:.1f}"

@@ -15,6 +15,7 @@ import numpy as np
 
 from palindrome_jax import io
 from palindrome_jax.data import NUM_CLASSES
+from palindrome_jax.results import finite_mean
 
 
 def save(fig, path: str) -> None:
@@ -76,6 +77,54 @@ def accuracy_vs_length(rows: list[dict], path: str) -> None:
   save(fig, path)
 
 
+def steps_to_solve(rows: list[dict], path: str, budget: int,
+                   title: str = "How fast each cell learns") -> None:
+  """Steps to solve against N, one line per cell: the median over seeds,
+  the range shaded. A seed that never solved counts at the budget (drawn as
+  an open marker there), so the median is a lower bound once any seed
+  failed; lengths where no seed solved sit on the budget line."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  cells = sorted({r["cell"] for r in rows})
+  for cell in cells:
+    lengths = sorted({r["length"] for r in rows if r["cell"] == cell})
+    medians, lows, highs, unsolved_at = [], [], [], []
+    for n in lengths:
+      runs = [r for r in rows if r["cell"] == cell and r["length"] == n
+              and not r["status"].startswith("error")]
+      steps = [r["steps_to_solve"] if r.get("steps_to_solve") is not None
+               and r["status"] == "ok" else budget for r in runs]
+      if not steps:
+        steps = [math.nan]
+      medians.append(np.median(steps))
+      lows.append(np.min(steps))
+      highs.append(np.max(steps))
+      if any(s == budget for s in steps):
+        unsolved_at.append(n)
+    line, = ax.plot(lengths, medians, marker="o", label=cell)
+    if len(lengths) > 1:
+      ax.fill_between(lengths, lows, highs, color=line.get_color(), alpha=0.15)
+    else:
+      ax.errorbar(lengths, medians, yerr=[[m - l for m, l in zip(medians, lows)],
+                                          [h - m for m, h in zip(medians, highs)]],
+                  color=line.get_color(), capsize=4)
+    if unsolved_at:
+      ax.scatter(unsolved_at, [budget] * len(unsolved_at), marker="o",
+                 facecolor="white", edgecolor=line.get_color(), zorder=3, s=60)
+  ax.axhline(budget, color="black", linestyle="--", linewidth=1,
+             label=f"budget ({budget} steps): not solved")
+  seeds = max((sum(1 for r in rows if r["cell"] == c and r["length"] == n)
+               for c in cells for n in {r["length"] for r in rows}), default=0)
+  ax.set_xlabel("palindrome length N (digits read)")
+  ax.set_ylabel("training steps to solve")
+  ax.set_ylim(0, budget * 1.08)
+  ax.set_title(title + (f" (median and range, {seeds} seeds)" if seeds > 1
+                        else ""))
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  save(fig, path)
+
+
 def training_curves(rows: list[dict], path: str) -> None:
   """Loss (top) and accuracy (bottom) against step: a column per cell, a line
   per length (the mean over seeds)."""
@@ -91,10 +140,11 @@ def training_curves(rows: list[dict], path: str) -> None:
               and r["history"]["step"]]
       if not runs:
         continue
-      steps = min((r["history"]["step"] for r in runs), key=len)
-      k = len(steps)
-      loss = _mean_over_runs([r["history"]["loss"][:k] for r in runs])
-      acc = _mean_over_runs([r["history"]["accuracy"][:k] for r in runs])
+      steps = max((r["history"]["step"] for r in runs), key=len)
+      loss = finite_mean([_padded(r, "loss", len(steps)) for r in runs],
+                         axis=0)
+      acc = finite_mean([_padded(r, "accuracy", len(steps)) for r in runs],
+                        axis=0)
       axes[0, col].plot(steps, loss, color=color, label=f"N={n}")
       axes[1, col].plot(steps, 100 * acc, color=color, label=f"N={n}")
     axes[0, col].set_title(cell)
@@ -111,13 +161,15 @@ def training_curves(rows: list[dict], path: str) -> None:
   save(fig, path)
 
 
-def _mean_over_runs(curves) -> np.ndarray:
-  """Mean curve over runs, ignoring non-finite points (NaN where all are)."""
-  values = np.array([_floats(c) for c in curves])
-  finite = np.isfinite(values)
-  counts = finite.sum(0)
-  sums = np.where(finite, values, 0.0).sum(0)
-  return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+def _padded(run: dict[str, Any], key: str, length: int) -> np.ndarray:
+  """``run``'s history of ``key`` over ``length`` log points: a run that
+  stopped once solved keeps its last value (its parameters froze there);
+  one that ended otherwise (diverged) is NaN after its end."""
+  values = _floats(run["history"][key])
+  stopped_solved = (run.get("steps_to_solve") is not None and
+                    run["history"]["step"][-1] == run["steps_to_solve"])
+  fill = values[-1] if stopped_solved and values.size else math.nan
+  return np.concatenate([values, np.full(length - values.size, fill)])
 
 
 def _floats(values) -> np.ndarray:
@@ -204,7 +256,7 @@ def gradient_norms(results: dict[str, Any], path: str) -> None:
     part = "total" if "total" in profile["init"] else "h"
     init = _floats(profile["init"][part])
     trained = _floats(profile["trained"][part])
-    accuracy = np.mean([s["test_accuracy"] for s in profile["seeds"]])
+    accuracy = finite_mean([s["test_accuracy"] for s in profile["seeds"]])
     line, = ax.plot(steps, _positive(trained), marker=".",
                     label=f"{cell} (trained, {100 * accuracy:.0f}% test)")
     ax.plot(steps, _positive(init), linestyle="--", color=line.get_color(),

@@ -37,6 +37,7 @@ from absl import logging
 import flax.serialization
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from palindrome_jax import io
 
@@ -109,7 +110,6 @@ class ResultsDir:
     # A setting added in a later version reads, in older records, as its
     # default: their runs stay reusable.
     self.defaults = jsonable(defaults or {})
-    self._lock_file = None
 
   def _differing(self, other: dict) -> list[str]:
     return differing({**self.defaults, **other},
@@ -145,12 +145,13 @@ class ResultsDir:
     ``config`` (cells, lengths, seeds, ...) is merged into ``config.json``.
     """
     os.makedirs(self.root, exist_ok=True)
+    # Held shared for the whole block by every process using the directory.
     lock = open(self.path(".lock"), "a+")  # pylint: disable=consider-using-with
     try:
-      # Checked and recorded under an exclusive lock, so two processes that
-      # start at once cannot both find the directory empty.
-      fcntl.flock(lock, fcntl.LOCK_EX)
-      try:
+      # The check and the record happen under a short exclusive lock, so two
+      # processes that start at once cannot both find the directory empty.
+      with open(self.path(".settings.lock"), "a+") as settings_lock:
+        fcntl.flock(settings_lock, fcntl.LOCK_EX)
         previous = self._previous_settings()
         if previous is not None and not self.same_settings(previous):
           if not overwrite:
@@ -158,14 +159,17 @@ class ResultsDir:
                 f"{self.root} holds {self.what} with other settings "
                 f"({', '.join(self._differing(previous))}); use "
                 "--overwrite to replace it, or another --results_dir")
-          self._remove_runs(lock)
+          try:  # Only when no other process has the directory open.
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+          except BlockingIOError:
+            raise BusyError(
+                f"{self.root} is in use by another process; cannot "
+                "--overwrite it now") from None
+          self._remove_runs()
         self._write_config(config or {})
-      finally:
-        fcntl.flock(lock, fcntl.LOCK_SH)  # Others with these settings join.
-      self._lock_file = lock
+        fcntl.flock(lock, fcntl.LOCK_SH)
       yield self
     finally:
-      self._lock_file = None
       lock.close()
 
   def _previous_settings(self) -> Optional[dict]:
@@ -177,22 +181,13 @@ class ResultsDir:
         return record.get("settings") or {}
     return None
 
-  def _remove_runs(self, lock) -> None:
-    """Removes the runs of other settings; we hold the exclusive lock, but a
-    process that had the directory open before may still be training."""
-    claims = self.path("claims")
-    busy = [name for name in (os.listdir(claims) if os.path.isdir(claims)
-                              else []) if _claimed(os.path.join(claims, name))]
-    if busy:
-      raise BusyError(f"{self.root} is in use by another process (training "
-                      f"{busy[0].removesuffix('.lock')}); cannot --overwrite it "
-                      "now")
-    del lock
+  def _remove_runs(self) -> None:
+    """Removes the runs of other settings (the caller holds the directory
+    exclusively)."""
     for sub in ("runs", "params", "checkpoints", "claims"):
       shutil.rmtree(self.path(sub), ignore_errors=True)
-    for name in ("config.json",):
-      if os.path.exists(self.path(name)):
-        os.remove(self.path(name))
+    if os.path.exists(self.path("config.json")):
+      os.remove(self.path("config.json"))
 
   def _write_config(self, config: dict[str, Any]) -> None:
     previous = read_json_or_move_aside(self.path("config.json")) or {}
@@ -278,16 +273,6 @@ class ResultsDir:
                           flax.serialization.msgpack_restore(f.read()))
 
 
-def _claimed(path: str) -> bool:
-  with open(path, "a+") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      return True
-    fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
 def error_row(run: Run, error: BaseException) -> dict[str, Any]:
   """The record of a run that raised: its status names the error."""
   message = f"{type(error).__name__}: {error}".splitlines()[0]
@@ -297,6 +282,20 @@ def error_row(run: Run, error: BaseException) -> dict[str, Any]:
              seeds_in_program=1,
              history={"step": [], "loss": [], "accuracy": []})
   return row
+
+
+def finite_mean(values, axis: Optional[int] = None):
+  """Mean of the finite entries (NaN, inf and None left out) of ``values``,
+  over ``axis`` (default all); NaN where there are none. The one helper for
+  averaging over seeds that may have diverged."""
+  array = np.array(values, dtype=object if axis is None else None)
+  array = np.asarray(np.where(np.equal(array, None), np.nan, array), float)
+  finite = np.isfinite(array)
+  count = finite.sum(axis)
+  total = np.where(finite, array, 0.0).sum(axis)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+  return float(mean) if np.ndim(mean) == 0 else mean
 
 
 def status_counts(rows: list[dict]) -> dict[str, int]:

@@ -27,6 +27,8 @@ import numpy as np
 
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import io
+from palindrome_jax import progress as progress_lib
+from palindrome_jax import report
 from palindrome_jax import results as results_lib
 from palindrome_jax import train
 from palindrome_jax.results import ROW_FIELDS, Run
@@ -134,73 +136,10 @@ def _row(program: train.GroupResult, seed_result: train.SeedResult,
   }
 
 
-def finite_mean(values) -> float:
-  """Mean of the finite values (NaN, inf and None left out); NaN if none."""
-  values = np.asarray([np.nan if v is None else v for v in values], float)
-  finite = values[np.isfinite(values)]
-  return float(finite.mean()) if finite.size else math.nan
+finite_mean = results_lib.finite_mean
 
 
-def format_seconds(seconds: Optional[float]) -> str:
-  if seconds is None or not math.isfinite(seconds):
-    return "–"
-  minutes, secs = divmod(int(round(seconds)), 60)
-  hours, minutes = divmod(minutes, 60)
-  return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-class _Progress:
-  """Logs which run, step, loss, accuracy, steps/s and ETAs."""
-
-  def __init__(self, costs: dict[Any, float]):
-    # Work is weighted by the expected cost of each program (steps x length
-    # x parameters), so the ETA does not assume every run is as fast.
-    self.costs = dict(costs)
-    self.total_work = sum(self.costs.values())
-    self.start = time.perf_counter()
-    self.lock = threading.Lock()
-    self.finished = {}
-    self.running = {}
-    self.count = 0
-
-  def _done_work(self) -> float:
-    return sum(self.finished.values()) + sum(self.running.values())
-
-  def callback(self, key, cfg: train.RunConfig, seeds):
-    program_start = time.perf_counter()
-    with self.lock:
-      self.count += 1
-      number = self.count
-
-    def on_log(info):
-      step = info["step"]
-      with self.lock:
-        self.running[key] = self.costs[key] * step / cfg.train_steps
-        done_work = self._done_work()
-      run_elapsed = time.perf_counter() - program_start
-      run_eta = (info["steps_per_second"] and
-                 (cfg.train_steps - step) / info["steps_per_second"])
-      rate = done_work / max(time.perf_counter() - self.start, 1e-9)
-      sweep_eta = (self.total_work - done_work) / max(rate, 1e-9)
-      logging.info(
-          "[%d] %s N=%d seeds=%s step %d/%d  loss %.4f  acc %.3f  "
-          "%.0f steps/s  run %s (ETA %s)  all ETA %s",
-          number, cfg.cell, cfg.length, ",".join(map(str, seeds)), step,
-          cfg.train_steps, finite_mean(info["loss"]),
-          finite_mean(info["accuracy"]), info["steps_per_second"],
-          format_seconds(run_elapsed), format_seconds(run_eta),
-          format_seconds(sweep_eta))
-
-    def finish():
-      with self.lock:
-        self.running.pop(key, None)
-        self.finished[key] = self.costs[key]
-
-    return on_log, finish
-
-  def skip(self, key):
-    with self.lock:
-      self.total_work -= self.costs.pop(key, 0.0)
+format_seconds = report.seconds
 
 
 def programs_of(runs: Sequence[Run], vmap_seeds: bool) -> list[tuple[Run, ...]]:
@@ -220,7 +159,7 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
                vmap_seeds: bool = False, checkpoint_every: int = 0,
                train_fn: TrainFn = train.train_and_evaluate,
                stop: Callable[[], bool] = lambda: False,
-               progress: Optional[_Progress] = None,
+               progress: Optional[progress_lib.Progress] = None,
                outcome: Optional[Outcome] = None) -> dict[Run, dict]:
   """Trains the ``runs`` not finished in ``results``; returns every run's
   record (finished earlier or now) by run. Runs claimed by another process
@@ -238,14 +177,15 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
       records[run] = record
     else:
       todo.append(run)
-  if len(todo) < len(runs):
-    logging.info("%d of %d runs finished earlier, skipped",
-                 len(runs) - len(todo), len(runs))
   programs = programs_of(todo, vmap_seeds)
-  if progress is None:
-    progress = _Progress({p: _expected_cost(dataclasses.replace(
-        base, cell=p[0].cell, length=p[0].length)) * len(p)
-                          for p in programs})
+  costs = {p: _expected_cost(dataclasses.replace(
+      base, cell=p[0].cell, length=p[0].length)) * len(p) for p in programs}
+  own_progress = progress is None
+  if own_progress:
+    progress = progress_lib.Progress(sum(costs.values()))
+  if len(todo) < len(runs):
+    progress.message(f"{len(runs) - len(todo)} of {len(runs)} runs finished "
+                     "earlier, skipped")
   lock = threading.Lock()
 
   def run_program(program: tuple[Run, ...], devices) -> None:
@@ -257,11 +197,17 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
     with contextlib.ExitStack() as stack:
       claimed = [stack.enter_context(results.claim(run)) for run in program]
       if not all(claimed):
-        logging.info("%s N=%d seeds %s: being trained by another process, "
-                     "skipped", cfg.cell, cfg.length, list(seeds))
-        progress.skip(program)
+        progress.message(f"{cfg.cell} N={cfg.length} seeds {list(seeds)}: "
+                         "being trained by another process, skipped")
+        progress.skip(costs[program])
         return
-      on_log, finish = progress.callback(program, cfg, seeds)
+      label = (f"{cfg.cell} N={cfg.length} seed"
+               f"{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))}")
+      run_progress = progress.start_run(program, label, cfg.train_steps,
+                                        costs[program])
+      on_log = lambda info: run_progress.update(
+          info["step"], finite_mean(info["loss"]),
+          finite_mean(info["accuracy"]), info["steps_per_second"])
       checkpoint = (results.checkpoint_file(program[0])
                     if checkpoint_every and len(program) == 1 else None)
       try:
@@ -269,7 +215,8 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
                          checkpoint_every=checkpoint_every, devices=devices,
                          should_stop=stop)
       except train.Interrupted:
-        finish()
+        run_progress.finish(f"{label}: interrupted"
+                            + (" (checkpoint saved)" if checkpoint else ""))
         return
       except Exception as error:  # pylint: disable=broad-except
         # One failing run (say, out of memory) must not cost the others.
@@ -278,26 +225,31 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
         for run in program:
           _save(results, run, results_lib.error_row(run, error), None, lock,
                 records, outcome)
-        finish()
+        run_progress.finish(f"{label}: {records[program[0]]['status']}"
+                            if program[0] in records else None)
         return
-      finish()
       num_params = sum(np.size(x) for x in
                        jax.tree.leaves(group.seeds[0].params))
       for run, seed_result in zip(program, group.seeds):
         _save(results, run, _row(group, seed_result, num_params),
               seed_result.params, lock, records, outcome)
-        logging.info("%s: %s", run.name, _run_summary(records.get(run)))
+      run_progress.finish("; ".join(
+          f"{run.name}: {_run_summary(records.get(run))}" for run in program))
 
   # Longest first: when programs run side by side, the last to finish is then
   # a short one and no device idles long at the end.
-  programs.sort(key=lambda p: -progress.costs.get(p, 0.0))
-  if vmap_seeds and len(pool) > 1 and all(
-      len(p) % len(pool) == 0 for p in programs):
-    for program in programs:  # Each program's seeds split over all devices.
-      with pool.all_devices() as devices:
-        run_program(program, devices)
-  else:
-    pool.map(lambda p, device: run_program(p, [device]), programs)
+  programs.sort(key=lambda p: -costs[p])
+  try:
+    if vmap_seeds and len(pool) > 1 and all(
+        len(p) % len(pool) == 0 for p in programs):
+      for program in programs:  # Each program's seeds split over all devices.
+        with pool.all_devices() as devices:
+          run_program(program, devices)
+    else:
+      pool.map(lambda p, device: run_program(p, [device]), programs)
+  finally:
+    if own_progress:
+      progress.close()
   return records
 
 
@@ -321,16 +273,9 @@ def _run_summary(record: Optional[dict]) -> str:
     return "not saved"
   steps = record.get("steps_to_solve")
   return (f"{record['status']}, test accuracy "
-          f"{_percent(record.get('test_accuracy'))}%, solved at "
-          f"{steps if steps is not None else '–'}, "
-          f"{format_seconds(record.get('wall_seconds'))}")
-
-
-def _percent(value) -> str:
-  if value is None or not isinstance(value, (int, float)) or not math.isfinite(
-      value):
-    return "–"
-  return f"{100 * value:.2f}"
+          f"{report.percent(record.get('test_accuracy'))}%, solved at "
+          f"{steps if steps is not None else report.MISSING}, "
+          f"{report.seconds(record.get('wall_seconds'))}")
 
 
 def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
@@ -382,52 +327,16 @@ def write_summaries(rows: list[dict], results: results_lib.ResultsDir) -> str:
   writer.writerows(rows)
   io.atomic_write_text(results.path("results.csv"), buffer.getvalue())
   table = summary_table(rows)
-  io.atomic_write_text(results.path("results.md"), table)
+  config = results_lib.read_json_or_move_aside(results.path("config.json"))
+  io.atomic_write_text(results.path("results.md"), report.sweep_report(
+      rows, {**(config or {}), "training_settings": results.settings}))
   plots.accuracy_vs_length(rows, results.path("accuracy_vs_length.png"))
+  plots.steps_to_solve(rows, results.path("steps_to_solve.png"),
+                       budget=results.settings["train_steps"])
   plots.training_curves(rows, results.path("training_curves.png"))
   return table
 
 
-def _is_number(x) -> bool:
-  return isinstance(x, (int, float)) and x is not None and math.isfinite(x)
-
-
 def summary_table(rows: list[dict]) -> str:
-  """Markdown: test accuracy (%) per cell x length, mean ± std over seeds.
-
-  Runs that diverged or failed are counted beside the mean, never averaged in.
-  """
-  cells = sorted({r["cell"] for r in rows})
-  lengths = sorted({r["length"] for r in rows})
-  lines = ["Test accuracy (%), mean ± std over seeds",
-           "",
-           "| cell | " + " | ".join(f"N={n}" for n in lengths) + " |",
-           "|---|" + "---|" * len(lengths)]
-  for cell in cells:
-    entries = []
-    for n in lengths:
-      runs = [r for r in rows if r["cell"] == cell and r["length"] == n]
-      entries.append(_table_entry(runs))
-    lines.append(f"| {cell} | " + " | ".join(entries) + " |")
-  return "\n".join(lines) + "\n"
-
-
-def _table_entry(runs: list[dict]) -> str:
-  if not runs:
-    return "–"
-  ok = [100 * r["test_accuracy"] for r in runs
-        if r["status"] == "ok" and _is_number(r["test_accuracy"])]
-  diverged = sum(r["status"].startswith("diverged") for r in runs)
-  failed = sum(r["status"].startswith("error") for r in runs)
-  parts = []
-  if ok:
-    mean = float(np.mean(ok))
-    parts.append(f"{mean:.2f} ± {float(np.std(ok)):.2f}" if len(ok) > 1
-                 else f"{mean:.2f}")
-  if diverged:
-    parts.append(f"{diverged} diverged")
-  if failed:
-    parts.append(f"{failed} failed")
-  if len(ok) != len(runs) and ok:
-    parts[0] += f" (n={len(ok)})"
-  return ", ".join(parts)
+  """Markdown: test accuracy (%) per cell x length, mean ± std over seeds."""
+  return report.accuracy_table(rows)

@@ -460,3 +460,46 @@ class Interrupted(Exception):
 # marked diverged even while its numbers stay finite (say, a learning rate of
 # 1e6 with clipping off).
 DIVERGED_LOSS = 1e3
+
+
+def estimate_memory(cfg: RunConfig, num_seeds: int = 1) -> int:
+  """Bytes a training run of ``cfg`` needs, roughly: what backpropagation
+  through time keeps for every step (each intermediate of one cell step, an
+  upper bound), the inputs, and the parameters with their gradients and
+  optimizer state. Traced only; nothing is compiled or allocated."""
+  cell = cfg.make_cell()
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+  params = jax.eval_shape(
+      lambda k: model.init(k, cell, cfg.input_dim, cfg.num_hidden), key)
+  carry = jax.eval_shape(
+      lambda: cell.initial_carry(cfg.batch_size, cfg.num_hidden))
+  x_BxD = jax.ShapeDtypeStruct((cfg.batch_size, cfg.input_dim), jnp.float32)
+  if cell.project is not None:  # The step reads the projected input.
+    x_BxD = jax.eval_shape(lambda p, x: cell.project(p, x[None])[0],
+                           params["cell"], x_BxD)
+  step_jaxpr = jax.make_jaxpr(cell.step)(params["cell"], carry, x_BxD)
+  per_step = sum(v.aval.size * v.aval.dtype.itemsize
+                 for eqn in step_jaxpr.eqns for v in eqn.outvars)
+  inputs = cfg.batch_size * cfg.length * cfg.input_dim * 4
+  param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+  return num_seeds * (cfg.length * per_step + inputs + 5 * param_bytes)
+
+
+def device_memory(device: jax.Device) -> Optional[int]:
+  """Bytes ``device`` can hold: the accelerator's limit, or on a CPU the
+  memory the operating system has available; None if unknown."""
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    pass
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"])
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None

@@ -9,8 +9,8 @@ import pytest
 
 from palindrome_jax import horizon
 from palindrome_jax import io
+from palindrome_jax import results
 from palindrome_jax import train
-from palindrome_jax.sweep import ConfigMismatchError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,22 +24,25 @@ class FakeTrainer:
     self.calls = []
 
   def __call__(self, cfg, seeds, **unused_kwargs):
-    self.calls.append((cfg.cell, cfg.length))
+    self.calls.append((cfg.cell, cfg.length, tuple(seeds)))
     results = []
     for seed in seeds:
       acc = self.accuracy(cfg.cell, cfg.length, seed)
       results.append(train.SeedResult(
           seed=seed, status="ok" if math.isfinite(acc) else "diverged at 3",
           test_accuracy=acc, test_loss=0.0, final_train_loss=0.0,
-          final_train_accuracy=acc, history={}))
+          final_train_accuracy=acc, history={},
+          steps_to_solve=cfg.eval_every if acc >= cfg.solved_accuracy
+          else None, train_steps=cfg.train_steps))
     return train.GroupResult(config=cfg, seeds=results,
                              train_steps=cfg.train_steps, wall_seconds=0.0,
                              compile_seconds=0.0, steps_per_second=1.0)
 
 
-def config(**kwargs):
+def config(threshold=0.99, **kwargs):
   return horizon.HorizonConfig(**{"cells": ("rnn",), "base": train.RunConfig(
-      train_steps=10), **kwargs})
+      train_steps=10, stop_when_solved=True, solved_accuracy=threshold),
+                                  **kwargs})
 
 
 def up_to(limit):
@@ -95,14 +98,34 @@ def test_run_horizon_writes_files_and_messages(tmp_path):
   assert "| gru | ≥ 200 |" in table
 
 
-def test_pass_needs_the_mean_over_seeds_and_no_divergence(tmp_path):
+def test_a_length_passes_only_when_every_seed_solves_it(tmp_path):
+  # Mean 0.985 over the seeds, but one seed misses the threshold: the old
+  # mean-based rule and the every-seed rule agree here; below they differ.
   trainer = FakeTrainer(lambda cell, n, seed: {
-      (5, 0): 1.0, (5, 1): 0.97,  # Mean 0.985: fails 0.99.
-  }.get((n, seed), 0.0))
+      (5, 0): 1.0, (5, 1): 0.97}.get((n, seed), 0.0))
   content = horizon.run_horizon(config(seeds=(0, 1)), str(tmp_path / "a"),
                                 train_fn=trainer)
   record = content["cells"]["rnn"]["evaluations"][0]
   assert record["accuracies"] == [1.0, 0.97] and not record["passed"]
+  assert record["solved"] == [True, False]
+  assert record["fraction_solved"] == 0.5
+
+  # Seeds 0 and 1 solve N <= 40; seed 2 only N <= 20. The mean over the
+  # three seeds at N=40 is 0.7 ... but a mean of 1.0, 1.0, 0.985 would pass a
+  # 0.99 threshold: seed 2 fails N=40 and the horizon is 20's bisection.
+  def accuracy(cell, n, seed):
+    if seed == 2:
+      return 1.0 if n <= 20 else 0.985
+    return 1.0 if n <= 40 else 0.1
+  content = horizon.run_horizon(config(seeds=(0, 1, 2)), str(tmp_path / "c"),
+                                train_fn=FakeTrainer(accuracy))
+  entry = content["cells"]["rnn"]
+  assert entry["horizon"] == 20
+  at_40 = next(e for e in entry["evaluations"] if e["length"] == 40)
+  assert at_40["solved"] == [True, True, False] and not at_40["passed"]
+  assert at_40["mean_accuracy"] >= 0.99  # A mean-based rule would pass it.
+  assert "| rnn | 20 |" in (tmp_path / "c" / "horizon.md").read_text()
+  assert "40: 2/3" in (tmp_path / "c" / "horizon.md").read_text()
 
   trainer = FakeTrainer(lambda cell, n, seed: math.nan if seed else 1.0)
   content = horizon.run_horizon(config(seeds=(0, 1)), str(tmp_path / "b"),
@@ -117,11 +140,11 @@ def test_rerun_reuses_lengths_and_refuses_other_settings(tmp_path):
   trainer.calls.clear()
   content = horizon.run_horizon(config(cells=("rnn", "gru")), str(tmp_path),
                                 train_fn=trainer)
-  assert all(cell == "gru" for cell, _ in trainer.calls)
+  assert trainer.calls and all(cell == "gru" for cell, _, _ in trainer.calls)
   assert content["cells"]["rnn"]["horizon"] == 37
   assert len(content["cells"]["rnn"]["search_order"]) == len(first)
 
-  with pytest.raises(ConfigMismatchError, match="threshold"):
+  with pytest.raises(results.SettingsMismatchError, match="solved_accuracy"):
     horizon.run_horizon(config(threshold=0.5), str(tmp_path),
                         train_fn=trainer)
   content = horizon.run_horizon(config(threshold=0.5), str(tmp_path),
@@ -136,7 +159,8 @@ def test_a_failing_cell_does_not_stop_the_others(tmp_path):
     return 1.0 if n <= 37 else 0.1
   content = horizon.run_horizon(config(cells=("gru", "lstm", "rnn")),
                                 str(tmp_path), train_fn=FakeTrainer(accuracy))
-  assert content["cells"]["gru"]["message"].startswith("error: RuntimeError")
+  assert content["cells"]["gru"]["message"].startswith(
+      "error: gru_N10_seed42: RuntimeError: out of memory")
   assert [e["length"] for e in content["cells"]["gru"]["evaluations"]] == [5]
   assert content["cells"]["lstm"]["evaluations"] == []
   assert content["cells"]["rnn"]["horizon"] == 37

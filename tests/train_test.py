@@ -278,8 +278,8 @@ def test_train_step_loss_at_init_is_near_chance(tiny_state, stepped_by_hand):
 
 def test_train_chunk_runs_k_steps(tiny_state, stepped_by_hand):
   by_hand, losses, accuracies = stepped_by_hand
-  chunk = jax.jit(train.train_chunk, static_argnums=(1, 2))
-  state, stats = chunk(tiny_state, 3, TINY)
+  chunk = jax.jit(train.train_chunk, static_argnums=(2, 3))
+  state, stats = chunk(tiny_state, jnp.array(True), 3, TINY)
   assert int(state.step) == int(tiny_state.step) + 3
   np.testing.assert_allclose(stats["loss"], np.mean(losses), rtol=1e-5)
   np.testing.assert_allclose(stats["accuracy"], np.mean(accuracies),
@@ -289,6 +289,14 @@ def test_train_chunk_runs_k_steps(tiny_state, stepped_by_hand):
   for a, b in zip(jax.tree.leaves(state.params),
                   jax.tree.leaves(by_hand.params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_an_inactive_chunk_leaves_the_state_as_it_was(tiny_state):
+  chunk = jax.jit(train.train_chunk, static_argnums=(2, 3))
+  state, stats = chunk(tiny_state, jnp.array(False), 3, TINY)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(tiny_state)):
+    np.testing.assert_array_equal(a, b)
+  assert math.isfinite(float(stats["loss"]))
 
 
 # The whole loop: determinism, compiles, divergence.
@@ -441,3 +449,90 @@ def test_learns_length_5_with_the_default_recipe(cell, train_steps):
   assert result.seeds[0].test_accuracy >= 0.99
   # It learned: the first chunk was near chance.
   assert result.seeds[0].history["accuracy"][0] < 0.5
+
+
+# Stopping once solved.
+
+# Seeds 0 and 2 solve this within 300 and 250 steps (checks every 50).
+EASY = train.RunConfig(cell="lstm", length=3, batch_size=32, num_hidden=16,
+                       learning_rate=1e-2, train_steps=600, log_every=50,
+                       eval_batches=10, eval_every=50, solved_accuracy=0.99)
+
+
+@pytest.fixture(scope="module")
+def easy_runs():
+  full = train.train_and_evaluate(EASY, (0,))
+  stopped = train.train_and_evaluate(
+      dataclasses.replace(EASY, stop_when_solved=True), (0,))
+  return full.seeds[0], stopped.seeds[0]
+
+
+def test_stop_when_solved_stops_at_the_first_passing_check(easy_runs):
+  full, stopped = easy_runs
+  solved_at = stopped.steps_to_solve
+  assert solved_at is not None and solved_at < EASY.train_steps
+  assert solved_at % EASY.eval_every == 0
+  assert stopped.train_steps == solved_at
+  assert stopped.history["step"][-1] == solved_at
+  assert stopped.test_accuracy >= EASY.solved_accuracy
+  # The check at solved_at is the first to reach the target.
+  checks = dict(zip(stopped.history["check_step"],
+                    stopped.history["check_accuracy"]))
+  assert checks[solved_at] >= EASY.solved_accuracy
+  assert all(a < EASY.solved_accuracy for s, a in checks.items()
+             if s < solved_at)
+
+
+def test_without_stopping_the_run_trains_the_budget_and_solves_alike(
+    easy_runs):
+  full, stopped = easy_runs
+  assert full.train_steps == EASY.train_steps
+  assert full.history["step"][-1] == EASY.train_steps
+  assert full.steps_to_solve == stopped.steps_to_solve
+  # Up to the stop, both runs are the same run.
+  k = len(stopped.history["step"])
+  assert full.history["loss"][:k] == stopped.history["loss"]
+
+
+def test_a_solved_seed_freezes_while_another_trains_on():
+  cfg = dataclasses.replace(EASY, stop_when_solved=True)
+  together = train.train_and_evaluate(cfg, (2, 0))
+  early, late = together.seeds
+  assert early.steps_to_solve < late.steps_to_solve, "seeds swapped roles"
+  assert together.train_steps == late.steps_to_solve
+  # The same program, stopped at the early seed's solve step, holds its
+  # parameters at that step: they did not move afterwards.
+  cut = train.train_and_evaluate(
+      dataclasses.replace(EASY, train_steps=early.steps_to_solve), (2, 0))
+  for a, b in zip(jax.tree.leaves(early.params),
+                  jax.tree.leaves(cut.seeds[0].params)):
+    np.testing.assert_array_equal(a, b)
+  moved = [np.abs(a - b).max() for a, b in zip(
+      jax.tree.leaves(late.params), jax.tree.leaves(cut.seeds[1].params))]
+  assert max(moved) > 0
+  assert early.history["step"][-1] == early.steps_to_solve
+  assert late.history["step"][-1] == late.steps_to_solve
+
+
+def test_a_stopped_run_resumed_from_its_checkpoint_is_the_same_run(tmp_path):
+  cfg = dataclasses.replace(EASY, stop_when_solved=True)
+  whole = train.train_and_evaluate(cfg, (2, 0)).seeds
+  path = str(tmp_path / "ckpt.msgpack")
+  asked = []
+
+  def stop_after_two_chunks():
+    asked.append(1)
+    return len(asked) == 2
+
+  with pytest.raises(train.Interrupted):
+    train.train_and_evaluate(cfg, (2, 0), checkpoint_path=path,
+                             checkpoint_every=100,
+                             should_stop=stop_after_two_chunks)
+  steps = []
+  resumed = train.train_and_evaluate(
+      cfg, (2, 0), checkpoint_path=path, checkpoint_every=100,
+      on_log=lambda info: steps.append(info["step"])).seeds
+  assert steps[0] == 2 * EASY.log_every + EASY.log_every
+  for a, b in zip(whole, resumed):
+    assert (a.history, a.steps_to_solve, a.test_accuracy, a.train_steps) == (
+        b.history, b.steps_to_solve, b.test_accuracy, b.train_steps)

@@ -1,4 +1,5 @@
-"""A sweep that never loses work: resume, checkpoints, errors, atomic files."""
+"""Tests for palindrome_jax.sweep: resume, extend, failures, the same numbers
+alone or in a sweep; and the evaluate tool over a sweep's saved runs."""
 
 import os
 import signal
@@ -11,6 +12,7 @@ import pytest
 
 from palindrome_jax import evaluate
 from palindrome_jax import io
+from palindrome_jax import results
 from palindrome_jax import sweep
 from palindrome_jax import train
 
@@ -95,7 +97,7 @@ def test_checkpoint_continues_a_killed_run_exactly(tmp_path):
 def test_a_run_gives_the_same_numbers_alone_or_in_a_sweep(tmp_path):
   config = sweep.SweepConfig(cells=("rnn", "gru"), lengths=(3, 5),
                              seeds=(1,), base=TINY)
-  rows = sweep.run_sweep(config, str(tmp_path / "sweep"))
+  rows = sweep.run_sweep(config, str(tmp_path / "sweep")).rows
   alone = train.train_and_evaluate(
       TINY.__class__(**{**TINY.__dict__, "cell": "gru", "length": 5}), (1,))
   row = next(r for r in rows if r["cell"] == "gru" and r["length"] == 5)
@@ -109,9 +111,9 @@ def test_other_settings_are_refused_unless_overwrite(tmp_path):
   other = sweep.SweepConfig(cells=("rnn",), lengths=(3,),
                             base=TINY.__class__(**{**TINY.__dict__,
                                                    "learning_rate": 0.01}))
-  with pytest.raises(sweep.ConfigMismatchError, match="learning_rate"):
+  with pytest.raises(results.SettingsMismatchError, match="learning_rate"):
     sweep.run_sweep(other, str(tmp_path))
-  rows = sweep.run_sweep(other, str(tmp_path), overwrite=True)
+  rows = sweep.run_sweep(other, str(tmp_path), overwrite=True).rows
   assert len(rows) == 1
   config = io.read_json(tmp_path / "config.json")
   assert config["training_settings"]["learning_rate"] == 0.01
@@ -128,7 +130,7 @@ def test_more_runs_extend_a_sweep_with_the_same_settings(tmp_path):
                   str(tmp_path), train_fn=counting_train)
   rows = sweep.run_sweep(
       sweep.SweepConfig(cells=("rnn",), lengths=(3, 4), base=TINY),
-      str(tmp_path), train_fn=counting_train)
+      str(tmp_path), train_fn=counting_train).rows
   assert calls == [("rnn", 3, (42,)), ("rnn", 4, (42,))]
   assert [(r["cell"], r["length"]) for r in rows] == [("rnn", 3), ("rnn", 4)]
 
@@ -143,14 +145,14 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     return train.train_and_evaluate(cfg, seeds, **kwargs)
 
   config = sweep.SweepConfig(cells=("rnn", "lstm"), lengths=(3,), base=TINY)
-  rows = sweep.run_sweep(config, str(tmp_path), train_fn=flaky_train)
+  rows = sweep.run_sweep(config, str(tmp_path), train_fn=flaky_train).rows
   status = {r["cell"]: r["status"] for r in rows}
   assert status["lstm"] == "ok"
   assert status["rnn"].startswith("error: MemoryError: RESOURCE_EXHAUSTED")
   table = (tmp_path / "results.md").read_text()
   assert "1 failed" in table
   # A rerun retries what failed, and only that.
-  rows = sweep.run_sweep(config, str(tmp_path), train_fn=flaky_train)
+  rows = sweep.run_sweep(config, str(tmp_path), train_fn=flaky_train).rows
   assert sorted(attempts[:2]) == ["lstm", "rnn"] and attempts[2:] == ["rnn"]
   assert {r["status"] for r in rows} == {"ok"}
 
@@ -163,7 +165,7 @@ def test_a_diverging_run_is_reported_and_the_sweep_goes_on(tmp_path):
 
   config = sweep.SweepConfig(cells=("irnn", "rnn"), lengths=(3,), base=TINY)
   rows = sweep.run_sweep(config, str(tmp_path),
-                         train_fn=train_irnn_with_huge_lr)
+                         train_fn=train_irnn_with_huge_lr).rows
   status = {r["cell"]: r["status"] for r in rows}
   assert status["irnn"].startswith("diverged at step ")
   step = int(status["irnn"].rsplit(" ", 1)[1])
@@ -199,7 +201,7 @@ def test_non_finite_numbers_are_written_as_null(tmp_path):
 def test_evaluate_reloads_parameters_and_tests_other_lengths(tmp_path):
   config = sweep.SweepConfig(cells=("lstm",), lengths=(3,), seeds=(7, 8),
                              base=TINY)
-  rows = sweep.run_sweep(config, str(tmp_path))
+  rows = sweep.run_sweep(config, str(tmp_path)).rows
   evaluated = evaluate.evaluate_saved(str(tmp_path), lengths=(3, 6))
   same = {r["seed"]: r["test_accuracy"] for r in evaluated
           if r["test_length"] == 3}

@@ -1,0 +1,212 @@
+"""Tests for palindrome_jax.results: a directory never loses, mixes or blocks.
+
+Each test injects a fault (a truncated file, a full disk, a second process,
+deleted settings) into a tiny sweep and checks the outcome.
+"""
+
+import dataclasses
+import errno
+import logging
+import os
+
+import pytest
+
+from palindrome_jax import io
+from palindrome_jax import results
+from palindrome_jax import sweep
+from palindrome_jax import train
+from palindrome_jax.results import Run
+
+TINY = train.RunConfig(batch_size=8, num_hidden=8, train_steps=40,
+                       log_every=20, eval_batches=2)
+
+
+def config(**kwargs):
+  return sweep.SweepConfig(**{"cells": ("rnn",), "lengths": (3, 4),
+                              "base": TINY, **kwargs})
+
+
+class CountingTrainer:
+  """The real trainer, remembering which runs it was asked to train."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, cfg, seeds, **kwargs):
+    self.calls.append((cfg.cell, cfg.length, tuple(seeds)))
+    return train.train_and_evaluate(cfg, seeds, **kwargs)
+
+
+def _computed(rows):
+  keep = ("cell", "length", "seed", "status", "test_accuracy", "history")
+  return [{k: r[k] for k in keep} for r in rows]
+
+
+def test_a_truncated_run_file_is_moved_aside_and_only_it_retrains(
+    tmp_path, caplog):
+  first = sweep.run_sweep(config(), str(tmp_path)).rows
+  path = tmp_path / "runs" / "rnn_N3_seed42.json"
+  path.write_text(path.read_text()[:50])  # A crash mid-write (no rename).
+  trainer = CountingTrainer()
+  with caplog.at_level(logging.WARNING):
+    again = sweep.run_sweep(config(), str(tmp_path), train_fn=trainer).rows
+  assert trainer.calls == [("rnn", 3, (42,))]
+  assert _computed(again) == _computed(first)
+  assert (tmp_path / "runs" / "rnn_N3_seed42.json.corrupt").exists()
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING]
+  assert len(warnings) == 1 and str(path) in warnings[0]
+
+
+def test_garbage_config_json_does_not_block_the_directory(tmp_path):
+  sweep.run_sweep(config(), str(tmp_path))
+  (tmp_path / "config.json").write_text("{ not json")
+  trainer = CountingTrainer()
+  rows = sweep.run_sweep(config(), str(tmp_path), train_fn=trainer).rows
+  assert trainer.calls == [] and len(rows) == 2
+  assert (tmp_path / "config.json.corrupt").exists()
+  assert io.read_json(tmp_path / "config.json")["training_settings"][
+      "train_steps"] == TINY.train_steps
+
+
+def test_runs_record_their_settings_so_a_lost_config_mixes_nothing(tmp_path):
+  sweep.run_sweep(config(), str(tmp_path))
+  os.remove(tmp_path / "config.json")
+  other = config(base=dataclasses.replace(TINY, train_steps=60))
+  with pytest.raises(results.SettingsMismatchError, match="train_steps"):
+    sweep.run_sweep(other, str(tmp_path))
+  record = io.read_json(tmp_path / "runs" / "rnn_N3_seed42.json")
+  assert record["settings"]["train_steps"] == TINY.train_steps
+  rows = sweep.run_sweep(other, str(tmp_path), overwrite=True).rows
+  assert {r["train_steps"] for r in rows} == {60}
+
+
+def test_a_setting_added_later_keeps_older_runs_reusable(tmp_path):
+  sweep.run_sweep(config(), str(tmp_path))
+  path = tmp_path / "runs" / "rnn_N3_seed42.json"
+  record = io.read_json(path)
+  del record["settings"]["eval_every"]  # As written before the field existed.
+  io.write_json(path, record)
+  trainer = CountingTrainer()
+  sweep.run_sweep(config(), str(tmp_path), train_fn=trainer)
+  assert trainer.calls == []
+
+
+def test_other_settings_are_refused_while_a_sweep_runs(tmp_path):
+  other = config(base=dataclasses.replace(TINY, learning_rate=0.5))
+  refused = []
+
+  def train_and_try_another(cfg, seeds, **kwargs):
+    if not refused:  # Meanwhile, a second sweep in the same directory.
+      with pytest.raises(results.SettingsMismatchError,
+                         match="learning_rate") as error:
+        sweep.run_sweep(other, str(tmp_path))
+      refused.append(error)
+      with pytest.raises(results.BusyError, match="in use"):
+        sweep.run_sweep(other, str(tmp_path), overwrite=True)
+    return train.train_and_evaluate(cfg, seeds, **kwargs)
+
+  rows = sweep.run_sweep(config(lengths=(3,)), str(tmp_path),
+                         train_fn=train_and_try_another).rows
+  assert refused
+  assert [r["settings"]["learning_rate"] for r in rows] == [
+      TINY.learning_rate]
+
+
+def test_two_identical_sweeps_never_train_a_run_twice(tmp_path):
+  inner = CountingTrainer()
+  outer_calls = []
+
+  def train_while_another_sweeps(cfg, seeds, **kwargs):
+    outer_calls.append((cfg.cell, cfg.length))
+    if len(outer_calls) == 1:  # The same sweep, started again meanwhile.
+      sweep.run_sweep(config(lengths=(3,)), str(tmp_path), train_fn=inner)
+    return train.train_and_evaluate(cfg, seeds, **kwargs)
+
+  outcome = sweep.run_sweep(config(lengths=(3,)), str(tmp_path),
+                            train_fn=train_while_another_sweeps)
+  assert outer_calls == [("rnn", 3)]
+  assert inner.calls == []  # It found the run claimed and left it.
+  assert len(outcome.rows) == 1
+
+
+def test_a_full_disk_after_training_loses_nothing_good(tmp_path, monkeypatch):
+  sweep.run_sweep(config(lengths=(3,)), str(tmp_path))
+  good = (tmp_path / "runs" / "rnn_N3_seed42.json").read_bytes()
+  real_write = io.atomic_write_bytes
+
+  def full_disk_for_params(path, payload):
+    if "params" in str(path) and "N4" in str(path):
+      raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    real_write(path, payload)
+
+  monkeypatch.setattr(io, "atomic_write_bytes", full_disk_for_params)
+  outcome = sweep.run_sweep(config(), str(tmp_path))
+  monkeypatch.undo()
+  assert len(outcome.write_errors) == 1
+  message = outcome.write_errors[0]
+  assert "No space left on device" in message
+  assert "rnn_N4_seed42.msgpack" in message
+  assert not (tmp_path / "runs" / "rnn_N4_seed42.json").exists()
+  assert (tmp_path / "runs" / "rnn_N3_seed42.json").read_bytes() == good
+  # Space freed: only what is missing trains.
+  trainer = CountingTrainer()
+  rows = sweep.run_sweep(config(), str(tmp_path), train_fn=trainer).rows
+  assert trainer.calls == [("rnn", 4, (42,))] and len(rows) == 2
+
+
+def test_a_failed_plot_write_leaves_the_old_png(tmp_path, monkeypatch):
+  sweep.run_sweep(config(lengths=(3,)), str(tmp_path))
+  png = tmp_path / "training_curves.png"
+  good = png.read_bytes()
+  import matplotlib.figure  # pylint: disable=g-import-not-at-top
+  real_savefig = matplotlib.figure.Figure.savefig
+
+  def savefig_then_disk_full(self, fname, *args, **kwargs):
+    # Writes part of the image where it is told to, then the disk is full.
+    real_savefig(self, fname, *args, **kwargs)
+    if hasattr(fname, "truncate"):
+      fname.truncate(100)
+    else:
+      with open(fname, "r+b") as f:
+        f.truncate(100)
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                      savefig_then_disk_full)
+  directory = results.ResultsDir(str(tmp_path), TINY.training_settings())
+  with pytest.raises(OSError):
+    sweep.write_summaries(directory.all_runs(), directory)
+  assert png.read_bytes() == good
+
+
+def test_unreadable_checkpoint_is_moved_aside_and_the_run_restarts(
+    tmp_path, caplog):
+  cfg = dataclasses.replace(TINY, cell="lstm", length=3)
+  whole = train.train_and_evaluate(cfg, (5,)).seeds[0]
+  checkpoint = tmp_path / "ckpt.msgpack"
+  checkpoint.write_bytes(b"\x85\xa5state\x81")  # Truncated msgpack.
+  with caplog.at_level(logging.WARNING):
+    again = train.train_and_evaluate(cfg, (5,), checkpoint_path=str(checkpoint),
+                                     checkpoint_every=20).seeds[0]
+  assert (tmp_path / "ckpt.msgpack.corrupt").exists()
+  assert any("ckpt.msgpack" in r.getMessage() for r in caplog.records)
+  assert again.history == whole.history
+  assert again.test_accuracy == whole.test_accuracy
+
+
+def test_a_huge_loss_counts_as_diverged():
+  cfg = dataclasses.replace(TINY, learning_rate=1e6, max_norm=1e9,
+                            train_steps=40)
+  result = train.train_and_evaluate(cfg, (0,)).seeds[0]
+  assert result.status.startswith("diverged at step "), result
+
+
+def test_status_counts():
+  rows = [{"status": s} for s in ("ok", "ok", "diverged at step 3",
+                                  "error: MemoryError: x")]
+  assert results.status_counts(rows) == {"ok": 2, "diverged": 1, "failed": 1}
+
+
+def test_run_names():
+  assert Run("lstm", 20, 42).name == "lstm_N20_seed42"
