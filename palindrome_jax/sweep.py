@@ -233,8 +233,11 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
       for run, seed_result in zip(program, group.seeds):
         _save(results, run, _row(group, seed_result, num_params),
               seed_result.params, lock, records, outcome)
+      resumed = (f" (continued from the checkpoint at step "
+                 f"{group.resumed_from})" if group.resumed_from else "")
       run_progress.finish("; ".join(
-          f"{run.name}: {_run_summary(records.get(run))}" for run in program))
+          f"{run.name}: {_run_summary(records.get(run))}" for run in program)
+                          + resumed)
 
   # Longest first: when programs run side by side, the last to finish is then
   # a short one and no device idles long at the end.

@@ -269,6 +269,7 @@ class GroupResult:
   wall_seconds: float
   compile_seconds: float
   steps_per_second: float
+  resumed_from: int = 0  # The checkpoint's step, when it continued from one.
 
 
 def _stack_keys(seeds, cfg: RunConfig) -> tuple[jax.Array, ...]:
@@ -354,6 +355,7 @@ def train_and_evaluate(
                    cfg.cell, cfg.length, int(state.step.max()))
   history, diverged_at = loop["history"], loop["diverged_at"]
   solved_at, checks = loop["solved_at"], loop["checks"]
+  resumed_from = len(history["step"]) and history["step"][-1]
 
   def training(i):
     return diverged_at[i] is None and not (cfg.stop_when_solved
@@ -449,7 +451,8 @@ def train_and_evaluate(
       config=cfg, seeds=results, train_steps=step,
       wall_seconds=time.perf_counter() - wall_start,
       compile_seconds=compile_seconds,
-      steps_per_second=steps_run / max(run_seconds, 1e-9))
+      steps_per_second=steps_run / max(run_seconds, 1e-9),
+      resumed_from=resumed_from)
 
 
 class Interrupted(Exception):

@@ -1,4 +1,7 @@
-"""Runs and seeds spread over two CPU devices give the numbers of one device.
+"""A run gives the same numbers on any device layout and beside any seeds.
+
+Each seed is its own compiled program (unless --vmap_seeds), so this holds
+by construction; these tests check it on whatever CPU runs them.
 
 JAX fixes its device count when its backend starts, so each configuration
 runs the sweep entrypoint in a subprocess (``--cpu_devices``).
@@ -40,3 +43,9 @@ def test_two_cpu_devices_reproduce_one(tmp_path, seeds, layout):
   assert len(one_devices) == 1 and len(two_devices) == 2
   assert len(two) == 4 * seeds
   assert two == one, layout
+
+
+def test_a_seed_gives_the_same_numbers_beside_other_seeds(tmp_path):
+  alone, _ = _sweep(tmp_path / "alone", 1, 1)
+  beside, _ = _sweep(tmp_path / "beside", 2, 3)
+  assert alone == [r for r in beside if r["seed"] == 42]

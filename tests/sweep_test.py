@@ -233,3 +233,18 @@ def test_evaluate_bad_flags_are_one_line_errors(tmp_path, args, flag):
   errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and flag in errors[0]
   assert "Traceback" not in out.stderr
+
+
+def test_evaluate_reports_missing_and_corrupt_parameters(tmp_path):
+  config = sweep.SweepConfig(cells=("rnn",), lengths=(3,), seeds=(1, 2, 3),
+                             base=TINY)
+  rows = sweep.run_sweep(config, str(tmp_path)).rows
+  os.remove(tmp_path / "params" / "rnn_N3_seed1.msgpack")
+  (tmp_path / "params" / "rnn_N3_seed2.msgpack").write_bytes(b"\x93\x01")
+  evaluated = evaluate.evaluate_saved(str(tmp_path))
+  by_seed = {r["seed"]: r for r in evaluated}
+  assert sorted(by_seed) == [1, 2, 3]
+  assert "is missing" in by_seed[1]["status"]
+  assert "is unreadable" in by_seed[2]["status"]
+  assert by_seed[3]["test_accuracy"] == rows[2]["test_accuracy"]
+  assert "Not evaluated:" in evaluate.table(evaluated)
