@@ -92,6 +92,17 @@ CPU_DEVICES = flags.DEFINE_integer(
     "On CPU, expose this many devices so independent runs use every core "
     "(one run per device); 0: one per core. Ignored on GPU/TPU.")
 
+COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0 for a run over several processes or hosts "
+    "(jax.distributed); absent: one process. Each process trains its share "
+    "of the runs on its own devices into the shared --results_dir.")
+NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", 1, "With --coordinator_address: how many processes.")
+PROCESS_ID = flags.DEFINE_integer(
+    "process_id", 0, "With --coordinator_address: this process's index, "
+    "0 to --num_processes - 1 (0 writes the summaries).")
+
 COMPILATION_CACHE_DIR = flags.DEFINE_string(
     "compilation_cache_dir", "~/.cache/palindrome_jax/xla",
     "Keep compiled programs here (JAX's persistent cache), so a rerun, a "
@@ -115,9 +126,25 @@ def configure_devices() -> list:
       "JAX_COMPILATION_CACHE_DIR"):
     jax.config.update("jax_compilation_cache_dir",
                       os.path.expanduser(COMPILATION_CACHE_DIR.value))
-  devices = jax.devices()
+  if COORDINATOR_ADDRESS.value:
+    if NUM_PROCESSES.value < 1:
+      raise validation.FlagError("num_processes", "must be >= 1, got "
+                                 f"{NUM_PROCESSES.value}")
+    if not 0 <= PROCESS_ID.value < NUM_PROCESSES.value:
+      raise validation.FlagError(
+          "process_id", f"must be in [0, {NUM_PROCESSES.value - 1}], got "
+          f"{PROCESS_ID.value}")
+    jax.distributed.initialize(COORDINATOR_ADDRESS.value, NUM_PROCESSES.value,
+                               PROCESS_ID.value)
+  elif NUM_PROCESSES.value != 1 or PROCESS_ID.value != 0:
+    raise validation.FlagError("num_processes", "several processes need "
+                               "--coordinator_address")
+  devices = jax.local_devices()
+  where = (f"process {jax.process_index()} of {jax.process_count()}, "
+           if jax.process_count() > 1 else "")
   print(f"JAX {jax.__version__} on {len(devices)} {jax.default_backend()} "
-        f"device(s)", file=sys.stderr, flush=True)
+        f"device(s) ({where}{len(jax.devices())} in all)", file=sys.stderr,
+        flush=True)
   return devices
 
 

@@ -96,6 +96,25 @@ def run_side_by_side(fn: Callable[[Any], Any], items: Sequence[Any]) -> list:
   return [job.result() for job in jobs]
 
 
+def process_share(items: Sequence[Any]) -> list:
+  """This process's share of ``items`` in a multi-process run
+  (``jax.distributed``): every ``process_count()``-th item from its index,
+  so a list sorted longest first is dealt out evenly. All of them in a
+  single process."""
+  return list(items)[jax.process_index()::jax.process_count()]
+
+
+def barrier(name: str, timeout_seconds: float = 7 * 24 * 3600) -> None:
+  """Waits until every process of a multi-process run gets here (through
+  the ``jax.distributed`` coordinator: no device computation, so it works
+  on CPUs too). Returns at once in a single process."""
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  distributed.global_state.client.wait_at_barrier(
+      name, int(timeout_seconds * 1000))
+
+
 def seed_sharding(devices: Sequence[jax.Device], num_seeds: int):
   """Where a run's seed axis lives: one device, or split evenly over several.
 

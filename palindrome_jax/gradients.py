@@ -216,8 +216,15 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
                                          "lengths": [length],
                                          "seeds": list(seeds)}):
     runs = [Run(cell, length, seed) for cell in cells for seed in seeds]
-    records = sweep.train_runs(runs, base, directory, pool, train_fn=train_fn,
-                               stop=stop)
+    # Several processes: each trains its share, process 0 measures them all.
+    records = sweep.train_runs(devices_lib.process_share(runs), base,
+                               directory, pool, train_fn=train_fn, stop=stop)
+    devices_lib.barrier(f"gradients-done-{results_dir}")
+    if jax.process_index() != 0:
+      return content
+    if jax.process_count() > 1:
+      records = sweep.train_runs(runs, base, directory, pool,
+                                 train_fn=train_fn, stop=stop)
     for cell in cells:
       cfg = dataclasses.replace(base, cell=cell, length=length)
       cell_records, cell_params = [], []

@@ -191,7 +191,8 @@ def run_horizon(config: HorizonConfig, results_dir: str,
                                       key=lambda e: e["length"])
       if result is not None:
         entry.update(result)
-      io.write_json(json_path, content)
+      if jax.process_index() == 0:
+        io.write_json(json_path, content)
 
   def search_cell(cell):
     start = time.perf_counter()
@@ -232,9 +233,18 @@ def run_horizon(config: HorizonConfig, results_dir: str,
   with results.open(overwrite, config={"cells": list(config.cells),
                                        "seeds": list(config.seeds)}):
     try:
-      devices_lib.run_side_by_side(search_cell, config.cells)
+      # In a multi-process run each process searches its share of the
+      # cells; process 0 then replays every search over the runs on disk
+      # (nothing left to train) to write the summaries.
+      devices_lib.run_side_by_side(search_cell,
+                                   devices_lib.process_share(config.cells))
+      devices_lib.barrier(f"horizon-done-{results.root}")
+      if jax.process_count() > 1 and jax.process_index() == 0:
+        devices_lib.run_side_by_side(search_cell, config.cells)
     finally:
       progress.close()
+    if jax.process_index() != 0:
+      return content
     io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
                          markdown_report(content))
     plots.horizon(content, os.path.join(results_dir, "horizon.png"))

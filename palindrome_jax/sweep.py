@@ -301,14 +301,30 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
       "cells": list(sweep.cells), "lengths": list(sweep.lengths),
       "seeds": list(sweep.seeds), "checkpoint_every": sweep.checkpoint_every,
       "vmap_seeds": sweep.vmap_seeds}):
-    train_runs(sweep.runs(), sweep.base, results, pool,
-               vmap_seeds=sweep.vmap_seeds,
+    # In a multi-process run each process trains its share of the runs
+    # (longest first, dealt out in turn) into the shared directory; process 0
+    # writes the summaries once every process is done.
+    train_runs(devices_lib.process_share(longest_first(sweep.runs(),
+                                                      sweep.base)),
+               sweep.base, results, pool, vmap_seeds=sweep.vmap_seeds,
                checkpoint_every=sweep.checkpoint_every, train_fn=train_fn,
                stop=stop, outcome=outcome)
+    devices_lib.barrier(f"sweep-done-{results.root}")
     outcome.interrupted = stop()
     outcome.rows = results.all_runs()
-    write_summaries(outcome.rows, results)
+    if jax.process_index() == 0:
+      write_summaries(outcome.rows, results)
   return outcome
+
+
+def longest_first(runs: Sequence[Run], base: train.RunConfig) -> list[Run]:
+  """``runs`` by expected cost, longest first (ties in a fixed order)."""
+  costs = {}
+  for run in runs:
+    if (run.cell, run.length) not in costs:
+      costs[run.cell, run.length] = _expected_cost(dataclasses.replace(
+          base, cell=run.cell, length=run.length))
+  return sorted(runs, key=lambda r: (-costs[r.cell, r.length], r))
 
 
 def _expected_cost(cfg: train.RunConfig) -> float:

@@ -334,7 +334,7 @@ def train_and_evaluate(
   wall_start = time.perf_counter()
   seeds = tuple(seeds)
   program = cfg.program()
-  sharding = devices_lib.seed_sharding(devices or jax.devices()[:1],
+  sharding = devices_lib.seed_sharding(devices or jax.local_devices()[:1],
                                        len(seeds))
   _, _, eval_keys, check_keys = jax.device_put(_stack_keys(seeds, cfg),
                                                sharding)

@@ -49,3 +49,37 @@ def test_a_seed_gives_the_same_numbers_beside_other_seeds(tmp_path):
   alone, _ = _sweep(tmp_path / "alone", 1, 1)
   beside, _ = _sweep(tmp_path / "beside", 2, 3)
   assert alone == [r for r in beside if r["seed"] == 42]
+
+
+def _free_port():
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_give_the_rows_of_one(tmp_path):
+  """jax.distributed with 2 local CPU processes, one device each: each
+  trains its share of the runs into one directory; process 0 summarises."""
+  one, _ = _sweep(tmp_path / "one", 1, 2)
+  address = f"127.0.0.1:{_free_port()}"
+  results_dir = tmp_path / "two"
+  args = [sys.executable, "-m", "experiments.sweep", "--cells=rnn,lstm",
+          "--lengths=3,4", "--batch_size=8", "--num_hidden=8",
+          "--train_steps=40", "--log_every=20", "--eval_batches=2",
+          "--seeds=2", "--cpu_devices=1", f"--results_dir={results_dir}",
+          f"--coordinator_address={address}", "--num_processes=2"]
+  procs = [subprocess.Popen(args + [f"--process_id={i}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in (0, 1)]
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  assert "process 1 of 2" in outputs[1][1]
+  with open(os.path.join(results_dir, "results.json")) as f:
+    rows = json.load(f)
+  two = [{k: r[k] for k in RESULT_FIELDS} for r in rows]
+  assert two == one
+  # The runs were split: each process trained (and summarised) some of them.
+  for _, err in outputs:
+    assert 0 < err.count("test accuracy") < 8
