@@ -1,7 +1,24 @@
 """How far back can a recurrent network remember? Cells, training and tools.
 
+The names a notebook or script needs::
+
+    from palindrome_jax import RunConfig, train_and_evaluate
+
+    cfg = RunConfig(cell="lstm", length=20, train_steps=2000)
+    result = train_and_evaluate(cfg, seeds=(42, 43))
+
 Importing the package registers every built-in cell, including those defined
 in their own modules (:mod:`palindrome_jax.lru`).
 """
 
 from palindrome_jax import lru as _lru  # noqa: F401  (registers "lru")
+from palindrome_jax.cells import Cell, register, uniform_fan_in
+from palindrome_jax.evaluate import evaluate_params
+from palindrome_jax.gradients import gradient_norms
+from palindrome_jax.horizon import HorizonConfig, run_horizon
+from palindrome_jax.sweep import SweepConfig, run_sweep
+from palindrome_jax.train import RunConfig, train_and_evaluate
+
+__all__ = ["Cell", "register", "uniform_fan_in", "evaluate_params",
+           "gradient_norms", "HorizonConfig", "run_horizon", "SweepConfig",
+           "run_sweep", "RunConfig", "train_and_evaluate"]

@@ -8,7 +8,7 @@ accuracy matches its table (a test checks that it is equal).
 
 import dataclasses
 import os
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import jax
 import numpy as np
@@ -77,6 +77,23 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
 
 
 _evaluate = jax.jit(train.evaluate, static_argnums=(2, 3))
+
+
+def evaluate_params(params: Any, cfg: train.RunConfig, lengths: Iterable[int],
+                    seed: int = 42) -> dict[int, dict[str, float]]:
+  """Test accuracy and loss of ``params`` (a ``cfg.cell`` model) at each
+  length: ``cfg.eval_batches`` fresh batches, the sweep's test batches for
+  ``seed`` at that length. A cell reads any number of digits, so this asks
+  whether what it learned at one N still works at another."""
+  out = {}
+  for length in lengths:
+    at = dataclasses.replace(cfg, length=length)
+    _, _, eval_key = train.run_keys(seed, at.cell, length)
+    metrics = jax.device_get(_evaluate(params, eval_key, at.program(),
+                                       at.eval_batches))
+    out[length] = {"accuracy": float(metrics["accuracy"]),
+                   "loss": float(metrics["loss"])}
+  return out
 
 
 def table(rows: list[dict]) -> str:

@@ -118,6 +118,15 @@ def hidden_gradient_norms(cell: cells_lib.Cell, params: Params,
   return norms
 
 
+def gradient_norms(cfg: train.RunConfig, params: Params,
+                   seed: int = 42) -> dict[str, np.ndarray]:
+  """:func:`hidden_gradient_norms` of ``params`` (a ``cfg.cell`` model) on
+  the batch the gradients tool uses for ``seed``: per carry part, the mean
+  over the batch of ``||d loss_b / d carry_t||`` for t = 0 .. N-1."""
+  return hidden_gradient_norms(cfg.make_cell(), params,
+                               gradient_batch(cfg, seed))
+
+
 def gradient_batch(cfg: train.RunConfig, seed: int) -> data.Batch:
   """The batch the norms are measured on: a function of seed and length
   only, so every cell sees the same palindromes, from a key of its own."""
