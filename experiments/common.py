@@ -7,17 +7,55 @@ and ``benchmark`` all read them, so a recipe carries from one tool to another.
 import dataclasses
 import importlib
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging
 
 from palindrome_jax import cells
+from palindrome_jax import config
 from palindrome_jax import train
 from palindrome_jax import validation
 
-_DEFAULTS = train.RunConfig()
 
+def define_flags(config_class, skip=()) -> dict[str, Any]:
+  """One flag per field of ``config_class`` that has help text (see
+  :func:`palindrome_jax.config.setting`): same name (or the field's
+  ``flag``), its default, its help. Returns ``{field name: FlagHolder}``."""
+  holders = {}
+  for field in dataclasses.fields(config_class):
+    if field.name in skip or "help" not in field.metadata:
+      continue
+    name = field.metadata.get("flag") or field.name
+    kind = field.metadata.get("flag_type") or type(field.default)
+    define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+              float: flags.DEFINE_float, str: flags.DEFINE_string}[kind]
+    holders[field.name] = define(name, field.default, field.metadata["help"])
+  return holders
+
+
+def flag_name(config_class, field_name: str) -> str:
+  """The flag that sets ``field_name`` of ``config_class``."""
+  for field in dataclasses.fields(config_class):
+    if field.name == field_name:
+      return field.metadata.get("flag") or field.name
+  return field_name
+
+
+def from_flags(config_class, holders: dict[str, Any], **values):
+  """``config_class(**values, **flag values)``; a bad value is a
+  :class:`FlagError` naming its flag."""
+  try:
+    return config_class(**values, **{name: holder.value
+                                     for name, holder in holders.items()})
+  except config.ConfigError as error:
+    raise validation.FlagError(flag_name(config_class, error.field),
+                               error.problem) from None
+
+
+# Every training setting: one flag per field of RunConfig.
+RUN_FLAGS = define_flags(config.RunConfig, skip=("cell", "length"))
 CELLS = flags.DEFINE_string(
     "cells", "rnn,lstm",
     "Comma-separated cell names from the registry (built in: gru, irnn, lru, "
@@ -30,63 +68,6 @@ SEEDS = flags.DEFINE_integer(
     "seeds", 1, "Number of seeds per (cell, length); all train as one "
     "compiled program.")
 SEED = flags.DEFINE_integer("seed", 42, "First seed; seeds are seed, seed+1, ...")
-TRAIN_STEPS = flags.DEFINE_integer("train_steps", _DEFAULTS.train_steps,
-                                   "Optimizer steps per run.")
-BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size,
-                                  "Examples per training and test batch.")
-NUM_HIDDEN = flags.DEFINE_integer("num_hidden", _DEFAULTS.num_hidden,
-                                  "Hidden units of each cell.")
-LEARNING_RATE = flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate,
-                                   "Learning rate of the optimizer.")
-OPTIMIZER = flags.DEFINE_string("optimizer", _DEFAULTS.optimizer,
-                                "Optimizer after gradient clipping: adam or "
-                                "rmsprop.")
-LR_STEP_SIZE = flags.DEFINE_integer(
-    "lr_step_size", 0, "RMSprop only: multiply the learning rate by "
-    "--lr_gamma every this many steps (the original's StepLR); 0: constant.")
-LR_GAMMA = flags.DEFINE_float("lr_gamma", _DEFAULTS.lr_gamma,
-                              "Decay factor of --lr_step_size.")
-MAX_NORM = flags.DEFINE_float("max_norm", _DEFAULTS.max_norm,
-                              "Clip gradients to this global norm before the "
-                              "optimizer sees them.")
-ENCODING = flags.DEFINE_string(
-    "encoding", _DEFAULTS.encoding,
-    "Input encoding: scalar (the digit as one float, the original's) or "
-    "onehot (10 inputs).")
-EVAL_BATCHES = flags.DEFINE_integer("eval_batches", _DEFAULTS.eval_batches,
-                                    "Fresh test batches per evaluation.")
-LOG_EVERY = flags.DEFINE_integer(
-    "log_every", _DEFAULTS.log_every,
-    "Steps between log points; each chunk between two runs as one dispatch.")
-FORGET_BIAS = flags.DEFINE_float(
-    "forget_bias", _DEFAULTS.forget_bias,
-    "LSTM: initial forget-gate bias (0 as the original; 1.0 per Gers et al. "
-    "2000 / Jozefowicz et al. 2015).")
-CHRONO_T_MAX = flags.DEFINE_float(
-    "chrono_t_max", None,
-    "LSTM: chrono initialisation (Tallec & Ollivier 2018) with this T_max; "
-    "overrides --forget_bias.")
-STOP_WHEN_SOLVED = flags.DEFINE_bool(
-    "stop_when_solved", _DEFAULTS.stop_when_solved,
-    "Stop a seed's training at the first solve check that reaches "
-    "--solved_accuracy (the final test still decides its accuracy).")
-SOLVED_ACCURACY = flags.DEFINE_float(
-    "solved_accuracy", _DEFAULTS.solved_accuracy,
-    "Accuracy (a fraction) at which a run counts as solved: at the solve "
-    "checks (steps_to_solve) and, in the horizon search, on the final test.")
-EVAL_EVERY = flags.DEFINE_integer(
-    "eval_every", _DEFAULTS.eval_every,
-    f"Steps between solve checks ({train.CHECK_BATCHES} fresh held-out "
-    "batches each); their first pass is the run's steps_to_solve.")
-VMAP_SEEDS = flags.DEFINE_bool(
-    "vmap_seeds", False,
-    "Train the seeds of one (cell, length) as one program (jax.vmap; split "
-    "over devices when they divide evenly): faster on a GPU/TPU, but a "
-    "seed's numbers then depend on the program it shares. Off: each seed is "
-    "its own program and gives the same numbers on any device layout.")
-UNROLL = flags.DEFINE_integer("unroll", _DEFAULTS.unroll,
-                              "Time steps unrolled per lax.scan iteration.")
-
 CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0,
     "On CPU, expose this many devices so independent runs use every core "
@@ -180,20 +161,11 @@ def seed_values() -> tuple[int, ...]:
 
 
 def base_run_config(cell: str = "lstm", length: int = 5) -> train.RunConfig:
-  """A validated :class:`RunConfig` from the shared flags; every cell of
-  --cells is checked to build with its options."""
-  base = validation.run_config(train.RunConfig(
-      cell=cell, length=length, batch_size=BATCH_SIZE.value,
-      num_hidden=NUM_HIDDEN.value, learning_rate=LEARNING_RATE.value,
-      optimizer=OPTIMIZER.value, max_norm=MAX_NORM.value,
-      lr_step_size=LR_STEP_SIZE.value, lr_gamma=LR_GAMMA.value,
-      encoding=ENCODING.value, train_steps=TRAIN_STEPS.value,
-      log_every=LOG_EVERY.value, eval_batches=EVAL_BATCHES.value,
-      forget_bias=FORGET_BIAS.value, chrono_t_max=CHRONO_T_MAX.value,
-      unroll=UNROLL.value, stop_when_solved=STOP_WHEN_SOLVED.value,
-      solved_accuracy=SOLVED_ACCURACY.value, eval_every=EVAL_EVERY.value))
+  """The :class:`RunConfig` the training flags say; every cell of --cells is
+  checked to build with its options."""
+  base = from_flags(config.RunConfig, RUN_FLAGS, cell=cell, length=length)
   for name in cell_names():
-    validation.run_config(dataclasses.replace(base, cell=name))
+    from_flags(config.RunConfig, RUN_FLAGS, cell=name, length=length)
   return base
 
 
@@ -203,7 +175,8 @@ def check_memory(base: train.RunConfig, cells: tuple[str, ...],
   available = train.device_memory(devices[0])
   if available is None:
     return
-  seeds = len(seed_values()) if VMAP_SEEDS.value else 1
+  vmap = FLAGS["vmap_seeds"].value if "vmap_seeds" in FLAGS else False
+  seeds = len(seed_values()) if vmap else 1
   for cell in cells:
     cfg = dataclasses.replace(base, cell=cell, length=max(lengths))
     try:
@@ -218,14 +191,6 @@ def check_memory(base: train.RunConfig, cells: tuple[str, ...],
           f"{base.batch_size} and --num_hidden={base.num_hidden} needs about "
           f"{needed / 1e9:.1f} GB to train (estimated); {devices[0]} has "
           f"{available / 1e9:.1f} GB available")
-
-
-def check_checkpoint_every(value: int, base: train.RunConfig) -> None:
-  validation.positive("checkpoint_every", value, allow_zero=True)
-  if value % base.log_every:
-    raise validation.FlagError(
-        "checkpoint_every", f"{value} is not a multiple of --log_every "
-        f"({base.log_every})")
 
 
 def stop_on_interrupt():
@@ -264,6 +229,9 @@ def run(main) -> None:
       return main(argv)
     except validation.FlagError as error:
       print(f"error: {error}", file=sys.stderr)
+      sys.exit(2)
+    except config.ConfigError as error:  # A check of a tool's own config.
+      print(f"error: --{error.field}: {error.problem}", file=sys.stderr)
       sys.exit(2)
 
   # Progress is drawn by palindrome_jax.progress; the log keeps warnings and

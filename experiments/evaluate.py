@@ -47,7 +47,7 @@ def main(argv):
         "cell_module", f"the sweep used cells {missing} that are not "
         "registered; pass the module that registers them")
   eval_batches = (validation.positive("eval_batches",
-                                      common.EVAL_BATCHES.value)
+                                      common.RUN_FLAGS["eval_batches"].value)
                   if common.FLAGS["eval_batches"].present else None)
   del config
   common.configure_devices()

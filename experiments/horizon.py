@@ -20,20 +20,14 @@ from palindrome_jax import validation
 
 flags.FLAGS.set_default("stop_when_solved", True)
 flags.DEFINE_alias("threshold", "solved_accuracy")
-MIN_LENGTH = flags.DEFINE_integer("min_length", 5,
-                                  "Shortest N tried; the search doubles from "
-                                  "here.")
-MAX_LENGTH = flags.DEFINE_integer("max_length", 200, "Longest N tried.")
 RESULTS_DIR = flags.DEFINE_string("results_dir", "results/horizon",
                                   "Where horizon.json, .md and .png go.")
 OVERWRITE = flags.DEFINE_bool(
     "overwrite", False,
     "Replace a search in --results_dir made with other settings (otherwise "
     "that is refused).")
-CHECKPOINT_EVERY = flags.DEFINE_integer(
-    "checkpoint_every", 1000,
-    "Save each run's training state every this many steps (a multiple of "
-    "--log_every), so a killed search continues mid-run; 0: never.")
+HORIZON_FLAGS = common.define_flags(horizon.HorizonConfig,
+                                    skip=("cells", "seeds", "base"))
 
 
 # --help lists the shared flags too (training, devices, cells).
@@ -43,22 +37,12 @@ def main(argv):
   del argv
   cells = common.cell_names()
   base = common.base_run_config()
-  if MIN_LENGTH.value < 1:
-    raise validation.FlagError("min_length", f"must be >= 1, got "
-                               f"{MIN_LENGTH.value}")
-  if MAX_LENGTH.value < MIN_LENGTH.value:
-    raise validation.FlagError(
-        "max_length", f"{MAX_LENGTH.value} is below --min_length "
-        f"({MIN_LENGTH.value})")
-  common.check_checkpoint_every(CHECKPOINT_EVERY.value, base)
-  config = horizon.HorizonConfig(
-      cells=cells, seeds=common.seed_values(), base=base,
-      min_length=MIN_LENGTH.value, max_length=MAX_LENGTH.value,
-      checkpoint_every=CHECKPOINT_EVERY.value,
-      vmap_seeds=common.VMAP_SEEDS.value)
+  config = common.from_flags(horizon.HorizonConfig, HORIZON_FLAGS,
+                             cells=cells, seeds=common.seed_values(),
+                             base=base)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
-  common.check_memory(base, cells, (MAX_LENGTH.value,), devices)
+  common.check_memory(base, cells, (config.max_length,), devices)
   with common.stop_on_interrupt() as stop:
     try:
       content = horizon.run_horizon(config, results_dir,

@@ -25,10 +25,8 @@ OVERWRITE = flags.DEFINE_bool(
     "overwrite", False,
     "Replace the runs in a --results_dir that holds a sweep with other "
     "training settings (otherwise that is refused).")
-CHECKPOINT_EVERY = flags.DEFINE_integer(
-    "checkpoint_every", 0,
-    "Save the training state every this many steps (a multiple of "
-    "--log_every) so a killed run continues from there; 0: never.")
+SWEEP_FLAGS = common.define_flags(sweep.SweepConfig,
+                                  skip=("cells", "lengths", "seeds", "base"))
 
 
 # --help lists the shared flags too (training, devices, cells).
@@ -39,11 +37,9 @@ def main(argv):
   cells = common.cell_names()
   lengths = validation.int_list("lengths", LENGTHS.value, minimum=1)
   base = common.base_run_config()
-  common.check_checkpoint_every(CHECKPOINT_EVERY.value, base)
-  config = sweep.SweepConfig(cells=cells, lengths=lengths,
-                             seeds=common.seed_values(), base=base,
-                             checkpoint_every=CHECKPOINT_EVERY.value,
-                             vmap_seeds=common.VMAP_SEEDS.value)
+  config = common.from_flags(sweep.SweepConfig, SWEEP_FLAGS, cells=cells,
+                             lengths=lengths, seeds=common.seed_values(),
+                             base=base)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
   common.check_memory(base, cells, lengths, devices)

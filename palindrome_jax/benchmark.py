@@ -84,8 +84,7 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
     raise validation.FlagError("cells", "must not be empty")
   if not config.lengths:
     raise validation.FlagError("lengths", "must not be empty")
-  for cfg in config.run_configs():
-    validation.run_config(cfg)
+  config.run_configs()  # Each RunConfig checks itself when made.
   for flag in ("steps", "eager_steps", "repeats"):
     value = getattr(config, flag)
     if not isinstance(value, int) or value < 1:

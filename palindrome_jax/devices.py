@@ -15,6 +15,13 @@ import jax
 import numpy as np
 
 
+VMAP_SEEDS_HELP = (
+    "Train the seeds of one (cell, length) as one program (jax.vmap; split "
+    "over devices when they divide evenly): faster on a GPU/TPU, but a "
+    "seed's numbers then depend on the program it shares. Off: each seed is "
+    "its own program and gives the same numbers on any device layout.")
+
+
 class DevicePool:
   """Hands out devices to callers in any thread; at most one run a device.
 

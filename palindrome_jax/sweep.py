@@ -25,6 +25,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from palindrome_jax import config
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import io
 from palindrome_jax import progress as progress_lib
@@ -51,8 +52,18 @@ class SweepConfig:
   lengths: tuple[int, ...] = (5, 10, 15, 20)
   seeds: tuple[int, ...] = (42,)
   base: train.RunConfig = train.RunConfig()
-  checkpoint_every: int = 0
-  vmap_seeds: bool = False
+  checkpoint_every: int = config.setting(
+      0, "Save the training state every this many steps (a multiple of "
+      "--log_every) so a killed run continues from there; 0: never.",
+      config.non_negative_int)
+  vmap_seeds: bool = config.setting(False, devices_lib.VMAP_SEEDS_HELP)
+
+  def __post_init__(self):
+    config.check_fields(self)
+    if self.checkpoint_every % self.base.log_every:
+      raise config.ConfigError(
+          "checkpoint_every", f"{self.checkpoint_every} is not a multiple of "
+          f"--log_every ({self.base.log_every})")
 
   def runs(self) -> list[Run]:
     return [Run(c, n, s) for c in self.cells for n in self.lengths

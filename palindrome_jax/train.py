@@ -24,65 +24,10 @@ import optax
 
 from palindrome_jax import cells as cells_lib
 from palindrome_jax import checkpoint as checkpoint_lib
+from palindrome_jax.config import OPTIMIZERS, RunConfig
 from palindrome_jax import data
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import model
-
-OPTIMIZERS = ("adam", "rmsprop")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-  """Everything that defines one training run except its seed.
-
-  Defaults are the original notebook's configuration.
-  """
-
-  cell: str = "lstm"
-  length: int = 5
-  batch_size: int = 128
-  num_hidden: int = 128
-  learning_rate: float = 1e-3
-  optimizer: str = "adam"
-  max_norm: float = 1.0
-  lr_step_size: int = 0  # RMSprop step decay every this many steps; 0: none.
-  lr_gamma: float = 0.1
-  encoding: str = "scalar"
-  train_steps: int = 10_000
-  log_every: int = 100
-  eval_batches: int = 100
-  forget_bias: float = 0.0
-  chrono_t_max: Optional[float] = None
-  unroll: int = 1
-  stop_when_solved: bool = False
-  solved_accuracy: float = 0.99
-  eval_every: int = 500
-
-  def program(self) -> "RunConfig":
-    """The fields that shape the compiled chunk, the rest at their defaults:
-    the static argument of the compiled programs, so that settings which only
-    drive the loop (budget, checks, stopping) never cause a recompile."""
-    return dataclasses.replace(
-        self, train_steps=RunConfig.train_steps,
-        log_every=RunConfig.log_every, eval_batches=RunConfig.eval_batches,
-        stop_when_solved=False, solved_accuracy=RunConfig.solved_accuracy,
-        eval_every=RunConfig.eval_every)
-
-  def training_settings(self) -> dict[str, Any]:
-    """Every field but the cell and the length: what runs of one sweep (or
-    search) share, and what must match for them to share a directory."""
-    settings = dataclasses.asdict(self)
-    del settings["cell"], settings["length"]
-    return settings
-
-  def make_cell(self) -> cells_lib.Cell:
-    return cells_lib.get(self.cell, forget_bias=self.forget_bias,
-                         chrono_t_max=self.chrono_t_max)
-
-  @property
-  def input_dim(self) -> int:
-    return data.input_dim(self.encoding)
-
 
 class TrainState(train_state.TrainState):
   """Flax's TrainState (step, params, opt_state, tx) plus the run's data key."""

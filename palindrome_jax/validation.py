@@ -9,9 +9,6 @@ import os
 import tempfile
 from typing import Iterable, Optional
 
-from palindrome_jax import cells as cells_lib
-from palindrome_jax import data
-from palindrome_jax import train
 
 
 class FlagError(ValueError):
@@ -75,44 +72,6 @@ def choice(flag: str, value: str, allowed: Iterable[str]) -> str:
   return value
 
 
-def run_config(cfg: train.RunConfig) -> train.RunConfig:
-  """Checks every field of ``cfg`` (flag names as the entrypoints spell them)."""
-  if cfg.cell not in cells_lib.names():
-    raise FlagError("cells", f"unknown {cfg.cell!r}; choose from "
-                    f"{', '.join(cells_lib.names())}")
-  if cfg.length < 1:
-    raise FlagError("lengths", f"{cfg.length} is below the minimum 1")
-  for flag in ("batch_size", "num_hidden", "train_steps", "log_every",
-               "eval_batches", "unroll", "eval_every"):
-    value = getattr(cfg, flag)
-    if not isinstance(value, int) or value < 1:
-      raise FlagError(flag, f"must be a positive integer, got {value}")
-  positive("learning_rate", cfg.learning_rate)
-  positive("max_norm", cfg.max_norm)
-  choice("optimizer", cfg.optimizer, train.OPTIMIZERS)
-  choice("encoding", cfg.encoding, data.ENCODINGS)
-  positive("lr_step_size", cfg.lr_step_size, allow_zero=True)
-  if cfg.lr_step_size and cfg.optimizer != "rmsprop":
-    raise FlagError("lr_step_size", "the step decay applies to "
-                    "--optimizer=rmsprop only")
-  if not 0 < cfg.lr_gamma <= 1:
-    raise FlagError("lr_gamma", f"must be in (0, 1], got {cfg.lr_gamma}")
-  if not 0 < cfg.solved_accuracy <= 1:
-    raise FlagError("solved_accuracy", "must be in (0, 1], got "
-                    f"{cfg.solved_accuracy}")
-  if not math.isfinite(cfg.forget_bias):
-    raise FlagError("forget_bias", f"must be finite, got {cfg.forget_bias}")
-  if cfg.chrono_t_max is not None and not cfg.chrono_t_max > 2:
-    raise FlagError("chrono_t_max", f"must be > 2, got {cfg.chrono_t_max}")
-  try:
-    cfg.make_cell()
-  except Exception as error:  # pylint: disable=broad-except
-    # A user's factory (--cell_module) that rejects the init options.
-    raise FlagError("cells", f"cannot build {cfg.cell!r}: "
-                    f"{type(error).__name__}: {error}") from None
-  return cfg
-
-
 def writable_dir(flag: str, path: str) -> str:
   """Creates ``path`` if needed and checks a file can be written in it."""
   if not path:
@@ -130,12 +89,3 @@ def writable_dir(flag: str, path: str) -> str:
 def divisible(flag: str, value: int, divisor: int, what: str) -> None:
   if value % divisor:
     raise FlagError(flag, f"{value} is not divisible by {what} ({divisor})")
-
-
-def optional_float(flag: str, text: Optional[str]) -> Optional[float]:
-  if text is None or text == "":
-    return None
-  try:
-    return float(text)
-  except ValueError:
-    raise FlagError(flag, f"{text!r} is not a number") from None

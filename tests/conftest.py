@@ -5,6 +5,7 @@ config) is on for the whole session: an implicit ``[H] + [B, H]`` broadcast is
 an error, so shapes in the library are always spelled out.
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -34,11 +35,20 @@ def pytest_report_header(config):
           f"devices {jax.devices()}")
 
 
+@contextlib.contextmanager
+def registry_restored():
+  """Cells registered inside are gone afterwards; the registry is as before."""
+  saved = dict(cells._REGISTRY)  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    cells._REGISTRY.clear()  # pylint: disable=protected-access
+    cells._REGISTRY.update(saved)  # pylint: disable=protected-access
+    cells._build.cache_clear()  # pylint: disable=protected-access
+
+
 @pytest.fixture
 def restore_cell_registry():
   """Lets a test register cells; the registry is as before afterwards."""
-  saved = dict(cells._REGISTRY)  # pylint: disable=protected-access
-  yield
-  cells._REGISTRY.clear()  # pylint: disable=protected-access
-  cells._REGISTRY.update(saved)  # pylint: disable=protected-access
-  cells._build.cache_clear()  # pylint: disable=protected-access
+  with registry_restored():
+    yield

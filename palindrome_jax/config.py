@@ -1,0 +1,202 @@
+"""Every setting of a training run, said once.
+
+Each field of :class:`RunConfig` carries its default, its help text (the
+entrypoints' flags are generated from it), its check (run when a config is
+made: a bad value raises :class:`ConfigError` naming the field), and whether
+it shapes the compiled program (``static``) or only drives the loop around
+it. :meth:`RunConfig.program` keeps the static fields and resets the rest,
+so a change of budget, logging or stopping never recompiles anything.
+
+Defaults are the original notebook's configuration.
+"""
+
+import dataclasses
+import math
+from typing import Any, Callable, Optional
+
+from palindrome_jax import cells as cells_lib
+from palindrome_jax import data
+
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+class ConfigError(ValueError):
+  """A setting with a bad value; ``field`` names it, ``problem`` says why."""
+
+  def __init__(self, field: str, problem: str):
+    super().__init__(f"{field}: {problem}")
+    self.field = field
+    self.problem = problem
+
+
+Check = Callable[[Any], Optional[str]]
+
+
+def setting(default: Any, help: str, check: Optional[Check] = None, *,  # pylint: disable=redefined-builtin
+            static: bool = True, flag: Optional[str] = None,
+            flag_type: Optional[type] = None) -> Any:
+  """A dataclass field with its help, check and role (see the module doc).
+
+  ``flag`` is the flag's name where it differs from the field's; ``flag_type``
+  the flag's type where the default (None) does not say it.
+  """
+  return dataclasses.field(default=default, metadata={
+      "help": help, "check": check, "static": static, "flag": flag,
+      "flag_type": flag_type})
+
+
+# Checks: each returns None when the value is fine, else the problem.
+
+
+def positive_int(value) -> Optional[str]:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    return f"must be a positive integer, got {value}"
+  return None
+
+
+def non_negative_int(value) -> Optional[str]:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    return f"must be an integer >= 0, got {value}"
+  return None
+
+
+def positive(value) -> Optional[str]:
+  if value is None or not math.isfinite(value) or value <= 0:
+    return f"must be > 0, got {value}"
+  return None
+
+
+def finite(value) -> Optional[str]:
+  if value is None or not math.isfinite(value):
+    return f"must be finite, got {value}"
+  return None
+
+
+def fraction(value) -> Optional[str]:
+  if value is None or not 0 < value <= 1:
+    return f"must be in (0, 1], got {value}"
+  return None
+
+
+def one_of(choices) -> Check:
+  def check(value):
+    if value not in choices:
+      return f"unknown {value!r}; choose from {', '.join(choices)}"
+    return None
+  return check
+
+
+def registered_cell(value) -> Optional[str]:
+  if value not in cells_lib.names():
+    return f"unknown {value!r}; choose from {', '.join(cells_lib.names())}"
+  return None
+
+
+def chrono(value) -> Optional[str]:
+  if value is not None and not value > 2:
+    return f"must be > 2, got {value}"
+  return None
+
+
+def check_fields(instance) -> None:
+  """Runs the check of every :func:`setting` field of a dataclass;
+  the first bad value raises :class:`ConfigError`."""
+  for field in dataclasses.fields(instance):
+    check = field.metadata.get("check")
+    problem = check and check(getattr(instance, field.name))
+    if problem:
+      raise ConfigError(field.name, problem)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything that defines one training run except its seed."""
+
+  cell: str = setting(
+      "lstm", "The recurrent cell, a name from the registry.",
+      registered_cell, flag="cells")
+  length: int = setting(
+      5, "Palindrome length N: digits read before predicting the last.",
+      positive_int, flag="lengths")
+  batch_size: int = setting(128, "Examples per training and test batch.",
+                            positive_int)
+  num_hidden: int = setting(128, "Hidden units of each cell.", positive_int)
+  learning_rate: float = setting(1e-3, "Learning rate of the optimizer.",
+                                 positive)
+  optimizer: str = setting(
+      "adam", "Optimizer after gradient clipping: adam or rmsprop.",
+      one_of(OPTIMIZERS))
+  max_norm: float = setting(
+      1.0, "Clip gradients to this global norm before the optimizer sees "
+      "them.", positive)
+  lr_step_size: int = setting(
+      0, "RMSprop only: multiply the learning rate by --lr_gamma every this "
+      "many steps (the original's StepLR); 0: constant.", non_negative_int)
+  lr_gamma: float = setting(0.1, "Decay factor of --lr_step_size.", fraction)
+  encoding: str = setting(
+      "scalar", "Input encoding: scalar (the digit as one float, the "
+      "original's) or onehot (10 inputs).", one_of(data.ENCODINGS))
+  forget_bias: float = setting(
+      0.0, "LSTM: initial forget-gate bias (0 as the original; 1.0 per Gers "
+      "et al. 2000 / Jozefowicz et al. 2015).", finite)
+  chrono_t_max: Optional[float] = setting(
+      None, "LSTM: chrono initialisation (Tallec & Ollivier 2018) with this "
+      "T_max; overrides --forget_bias.", chrono, flag_type=float)
+  unroll: int = setting(1, "Time steps unrolled per lax.scan iteration.",
+                        positive_int)
+  # What only drives the loop.
+  train_steps: int = setting(10_000, "Optimizer steps per run (the budget).",
+                             positive_int, static=False)
+  log_every: int = setting(
+      100, "Steps between log points; each chunk between two runs as one "
+      "dispatch.", positive_int, static=False)
+  eval_batches: int = setting(
+      100, "Fresh test batches of the final evaluation.", positive_int,
+      static=False)
+  stop_when_solved: bool = setting(
+      False, "Stop a seed's training at the first solve check that reaches "
+      "--solved_accuracy (the final test still decides its accuracy).",
+      static=False)
+  solved_accuracy: float = setting(
+      0.99, "Accuracy (a fraction) at which a run counts as solved: at the "
+      "solve checks (steps_to_solve) and, in the horizon search, on the final "
+      "test.", fraction, static=False)
+  eval_every: int = setting(
+      500, "Steps between solve checks (10 fresh held-out batches each); "
+      "their first pass is the run's steps_to_solve.", positive_int,
+      static=False)
+
+  def __post_init__(self):
+    check_fields(self)
+    if self.lr_step_size and self.optimizer != "rmsprop":
+      raise ConfigError("lr_step_size", "the step decay applies to "
+                        "--optimizer=rmsprop only")
+    try:
+      self.make_cell()
+    except Exception as error:  # pylint: disable=broad-except
+      # A user's factory (--cell_module) that rejects the init options.
+      raise ConfigError("cell", f"cannot build {self.cell!r}: "
+                        f"{type(error).__name__}: {error}") from None
+
+  def program(self) -> "RunConfig":
+    """The fields that shape the compiled programs, the rest at their
+    defaults: the static argument of every jitted function, so settings that
+    only drive the loop never cause a recompile."""
+    return dataclasses.replace(self, **{
+        f.name: f.default for f in dataclasses.fields(self)
+        if not f.metadata["static"]})
+
+  def training_settings(self) -> dict[str, Any]:
+    """Every field but the cell and the length: what runs of one sweep (or
+    search) share, and what must match for them to share a directory."""
+    settings = dataclasses.asdict(self)
+    del settings["cell"], settings["length"]
+    return settings
+
+  def make_cell(self) -> cells_lib.Cell:
+    return cells_lib.get(self.cell, forget_bias=self.forget_bias,
+                         chrono_t_max=self.chrono_t_max)
+
+  @property
+  def input_dim(self) -> int:
+    return data.input_dim(self.encoding)
