@@ -188,7 +188,6 @@ def run_horizon(config: HorizonConfig, results_dir: str,
   A cell whose search raises is recorded with the error and the other cells
   go on; the runs it had finished are kept for the rerun.
   """
-  from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
   results = results_lib.ResultsDir(results_dir,
                                    config.base.training_settings(),
                                    what="a horizon search",
@@ -263,14 +262,24 @@ def run_horizon(config: HorizonConfig, results_dir: str,
       progress.close()
     if jax.process_index() != 0:
       return content
-    io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
-                         markdown_report(content))
-    plots.horizon(content, os.path.join(results_dir, "horizon.png"))
-    plots.steps_to_solve(
-        results.all_runs(), os.path.join(results_dir, "steps_to_solve.png"),
-        budget=config.base.train_steps,
-        title="Steps to solve, lengths of the horizon search")
+    write_summaries(content, results_dir, results.all_runs())
   return content
+
+
+def write_summaries(content: dict, results_dir: str, runs: list[dict]) -> None:
+  """``horizon.md``, ``horizon.png`` and ``steps_to_solve.png`` from a
+  search's content (``horizon.json``) and its runs."""
+  from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
+  io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
+                       markdown_report(content))
+  plots.horizon(content, os.path.join(results_dir, "horizon.png"))
+  tried = {(cell, e["length"]) for cell, entry in content["cells"].items()
+           for e in entry["evaluations"]}
+  plots.steps_to_solve(
+      [r for r in runs if (r["cell"], r["length"]) in tried],
+      os.path.join(results_dir, "steps_to_solve.png"),
+      budget=content["settings"]["training"]["train_steps"],
+      title="Steps to solve, lengths searched")
 
 
 def summary_table(content: dict) -> str:

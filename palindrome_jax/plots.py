@@ -117,8 +117,8 @@ def steps_to_solve(rows: list[dict], path: str, budget: int,
   ax.set_xlabel("palindrome length N (digits read)")
   ax.set_ylabel("training steps to solve")
   ax.set_ylim(0, budget * 1.08)
-  ax.set_title(title + (f" (median and range, {seeds} seeds)" if seeds > 1
-                        else ""))
+  ax.set_title(title + (f" (median, range; {seeds} seeds)" if seeds > 1
+                        else ""), fontsize="medium")
   ax.grid(alpha=0.3)
   ax.legend(fontsize="small")
   fig.tight_layout()
@@ -183,7 +183,7 @@ def horizon(content: dict[str, Any], path: str) -> None:
   settings = content["settings"]
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   lengths_all = set()
-  for cell, entry in content["cells"].items():
+  for cell, entry in sorted(content["cells"].items()):
     evaluations = sorted(entry["evaluations"], key=lambda e: e["length"])
     if not evaluations:
       continue

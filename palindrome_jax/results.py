@@ -184,7 +184,7 @@ class ResultsDir:
   def _remove_runs(self) -> None:
     """Removes the runs of other settings (the caller holds the directory
     exclusively)."""
-    for sub in ("runs", "params", "checkpoints", "claims"):
+    for sub in ("runs", "params", "checkpoints", ".claims"):
       shutil.rmtree(self.path(sub), ignore_errors=True)
     if os.path.exists(self.path("config.json")):
       os.remove(self.path("config.json"))
@@ -224,8 +224,8 @@ class ResultsDir:
   def claim(self, run: Run) -> Iterator[bool]:
     """Yields True if this process may train ``run`` now, False if another
     process is training it."""
-    os.makedirs(self.path("claims"), exist_ok=True)
-    path = self.path("claims", run.name + ".lock")
+    os.makedirs(self.path(".claims"), exist_ok=True)
+    path = self.path(".claims", run.name + ".lock")
     with open(path, "a+") as f:
       try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
