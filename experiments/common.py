@@ -7,6 +7,7 @@ and ``benchmark`` all read them, so a recipe carries from one tool to another.
 import dataclasses
 import importlib
 import sys
+import textwrap
 from typing import Any
 
 from absl import app
@@ -65,8 +66,8 @@ CELL_MODULE = flags.DEFINE_string(
     "Python module to import before anything else, e.g. my_cells: it may "
     "register cells with palindrome_jax.cells.register(name, cell).")
 SEEDS = flags.DEFINE_integer(
-    "seeds", 1, "Number of seeds per (cell, length); all train as one "
-    "compiled program.")
+    "seeds", 1, "Number of seeds per (cell, length): seeds --seed, --seed+1, "
+    "...; each trains as its own run (see --vmap_seeds).")
 SEED = flags.DEFINE_integer("seed", 42, "First seed; seeds are seed, seed+1, ...")
 CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0,
@@ -200,15 +201,57 @@ def stop_on_interrupt():
   return sweep.StopRequest().on_sigint()
 
 
+# --help shows the flags an entrypoint uses in these groups; the rest of its
+# own flags come first, under "This tool".
+HELP_GROUPS = (
+    ("Runs", ("cells", "lengths", "length", "seeds", "seed", "cell_module")),
+    ("Training (palindrome_jax.config.RunConfig)",
+     tuple(flag_name(config.RunConfig, name) for name in RUN_FLAGS)),
+    ("Results", ("results_dir", "overwrite", "checkpoint_every")),
+    ("Devices and processes",
+     ("cpu_devices", "vmap_seeds", "coordinator_address", "num_processes",
+      "process_id", "compilation_cache_dir")),
+)
+
+
+def help_text() -> str:
+  """The main module's docstring, then its key flags, grouped, each with
+  its help and default (``--helpfull`` still lists absl's own too)."""
+  main = sys.modules["__main__"]
+  names = {f.name for f in FLAGS.get_key_flags_for_module(main)}
+  names |= {f.name for f in FLAGS.get_key_flags_for_module(sys.argv[0])}
+  grouped = {n for _, group in HELP_GROUPS for n in group}
+  groups = [("This tool", sorted(names - grouped))]
+  groups += [(title, [n for n in group if n in names])
+             for title, group in HELP_GROUPS]
+  lines = [(main.__doc__ or "").strip(), ""]
+  for title, group in groups:
+    if not group:
+      continue
+    lines.append(f"{title}:")
+    for name in group:
+      flag = FLAGS[name]
+      default = ("" if flag.default is None else
+                 f" (default: {flag.default_as_str or repr('')})")
+      lines.append(textwrap.fill(f"--{name}: {flag.help}{default}", width=79,
+                                 initial_indent="  ",
+                                 subsequent_indent="      "))
+    lines.append("")
+  lines.append("--helpfull lists absl's own flags too.")
+  return "\n".join(lines)
+
+
 def _parse_flags(argv):
   """absl's parser, with its errors as one line and exit status 2.
 
   ``--help`` prints the flags and exits 0 (absl's own exits 1).
   """
-  helps = ("-h", "-help", "--help", "-?", "--helpshort", "--helpfull")
-  if any(arg in helps for arg in argv[1:]):
-    app.usage(shorthelp="--helpfull" not in argv, writeto_stdout=True,
-              exitcode=0)
+  if "--helpfull" in argv[1:]:
+    app.usage(shorthelp=False, writeto_stdout=True, exitcode=0)
+  if any(arg in ("-h", "-help", "--help", "-?", "--helpshort")
+         for arg in argv[1:]):
+    print(help_text())
+    sys.exit(0)
   try:
     return FLAGS(argv)
   except flags.Error as error:

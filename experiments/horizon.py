@@ -5,8 +5,9 @@ r"""Finds each cell's memory horizon: the longest N every seed learns.
 For each cell, N doubles from --min_length until some seed fails to reach
 --solved_accuracy on the final test (or N reaches --max_length), then bisects.
 Each seed stops training once a solve check passes (--stop_when_solved is on
-here). Writes horizon.json, horizon.md and horizon.png in --results_dir;
-rerunning the same command there reuses every run already trained.
+here). Writes horizon.json, horizon.md, horizon.png and steps_to_solve.png in
+--results_dir; rerunning the same command there reuses every run already
+trained.
 """
 
 import sys

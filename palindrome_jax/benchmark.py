@@ -1,4 +1,4 @@
-"""How fast is a training step: eager, jitted, compiled loop, Flax, PyTorch.
+"""How fast is a training step: eager, jitted, compiled loop, Flax.
 
 Every method does the same work per step: make a batch, run the cell over it,
 take the cross-entropy of the logits, backpropagate, clip the gradient and
@@ -11,18 +11,17 @@ the numbers are those of what the sweep runs:
   vmapped over one seed), ``--log_every`` steps per dispatch;
 - ``flax_jit_step``: what a Flax user would write instead: ``nn.RNN`` over
   Flax's own cell and a ``Dense`` readout, with a jitted step;
-- ``torch_original`` and ``torch_fused`` (when torch is installed): the
-  original's hand-written cells with its per-example DataLoader, and PyTorch's
-  fused ``nn.RNN``/``nn.LSTM`` with batches made on tensors.
+- any other method a caller passes in (``extra_methods``): the entrypoint
+  adds the PyTorch baselines (``experiments/torch_baselines.py``), which
+  need the optional torch extra, so the library never imports torch.
 
 Each is warmed up, then timed ``repeats`` times after ``block_until_ready``;
 steps/s is the median. Compile time is measured apart (``.lower().compile()``).
-:func:`run_benchmark` writes ``benchmark.json``, ``benchmark.md`` and
-``benchmark.png``.
+:func:`run_benchmark` returns the rows; ``experiments/benchmark_report.py``
+writes ``benchmark.json``, ``benchmark.md`` and ``benchmark.png``.
 """
 
 import dataclasses
-import importlib.util
 import math
 import os
 import platform
@@ -41,16 +40,12 @@ from palindrome_jax import io
 from palindrome_jax import train
 from palindrome_jax import validation
 
-TORCH_MODES = ("auto", "on", "off")
-
 # (key, label), in table and chart order.
 METHODS = (
     ("eager", "JAX eager (op by op)"),
     ("jit_step", "JAX jit step"),
     ("compiled_loop", "JAX compiled loop (the sweep's)"),
     ("flax_jit_step", "Flax nn.RNN + Flax cell, jit step"),
-    ("torch_original", "torch original (eager cells + per-example loader)"),
-    ("torch_fused", "torch fused (nn.RNN / nn.LSTM / nn.GRU)"),
 )
 LABELS = dict(METHODS)
 
@@ -65,17 +60,12 @@ class BenchmarkConfig:
   steps: int = 200  # Steps per timed repeat (all but eager).
   eager_steps: int = 3  # Steps per timed repeat of the eager method.
   repeats: int = 5
-  torch: str = "auto"
   seed: int = 42
   methods: tuple[str, ...] = tuple(key for key, _ in METHODS)
 
   def run_configs(self) -> list[train.RunConfig]:
     return [dataclasses.replace(self.base, cell=c, length=n)
             for c in self.cells for n in self.lengths]
-
-
-def torch_installed() -> bool:
-  return importlib.util.find_spec("torch") is not None
 
 
 def validate(config: BenchmarkConfig) -> BenchmarkConfig:
@@ -93,14 +83,10 @@ def validate(config: BenchmarkConfig) -> BenchmarkConfig:
   if config.steps > config.base.log_every:
     validation.divisible("steps", config.steps, config.base.log_every,
                          "--log_every, the compiled loop's chunk")
-  validation.choice("torch", config.torch, TORCH_MODES)
   unknown = sorted(set(config.methods) - set(LABELS))
-  if unknown or not config.methods:
+  if unknown:
     raise ValueError(f"methods must be some of {', '.join(LABELS)}; got "
-                     f"{', '.join(config.methods) or 'none'}")
-  if config.torch == "on" and not torch_installed():
-    raise validation.FlagError("torch", "torch is not installed (pip install "
-                               "'palindrome_jax[torch]'); use --torch=auto")
+                     f"{', '.join(config.methods)}")
   return config
 
 
@@ -260,33 +246,20 @@ def _prepare_flax(cfg: train.RunConfig, seed: int, steps: int) -> Prepared:
   return _prepare_step_per_call(_flax_jit_step, state, cfg, steps)
 
 
-# PyTorch (optional): see palindrome_jax.torch_baselines.
-
-
-def _prepare_torch(which: str):
-  def prepare(cfg: train.RunConfig, seed: int, steps: int) -> Prepared:
-    from palindrome_jax import torch_baselines  # pylint: disable=g-import-not-at-top
-    cells = (torch_baselines.ORIGINAL_CELLS if which == "original"
-             else torch_baselines.FUSED_CELLS)
-    if cfg.cell not in cells:
-      raise Skip(f"{'the original' if which == 'original' else 'PyTorch'} "
-                 f"has no {cfg.cell} (only {', '.join(cells)})")
-    device = torch_baselines.device_for(jax.default_backend())
-    make = (torch_baselines.original_trainer if which == "original"
-            else torch_baselines.fused_trainer)
-    return Prepared(make(cfg, seed, device), None,
-                    warmup_steps=min(steps, 10))
-  return prepare
-
-
 _PREPARE = {
     "eager": _prepare_eager,
     "jit_step": _prepare_jit_step,
     "compiled_loop": _prepare_compiled_loop,
     "flax_jit_step": _prepare_flax,
-    "torch_original": _prepare_torch("original"),
-    "torch_fused": _prepare_torch("fused"),
 }
+
+
+class Method(NamedTuple):
+  """A method passed to :func:`run_benchmark` from outside the library:
+  ``prepare(cfg, seed, steps) -> Prepared`` (or raise :class:`Skip`)."""
+
+  label: str
+  prepare: Callable[[train.RunConfig, int, int], "Prepared"]
 
 
 def time_steps(run: Callable[[int], None], steps: int, repeats: int,
@@ -399,13 +372,8 @@ def machine_info(config: BenchmarkConfig) -> dict[str, Any]:
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
       "device_kind": jax.devices()[0].device_kind,
-      "torch": None, "torch_threads": None, "torch_device": None,
   }
-  if use_torch(config):
-    from palindrome_jax import torch_baselines  # pylint: disable=g-import-not-at-top
-    info.update(torch=torch_baselines.version(),
-                torch_threads=torch_baselines.num_threads(),
-                torch_device=str(torch_baselines.device_for(info["backend"])))
+  del config
   return info
 
 
@@ -420,28 +388,27 @@ def _cpu_model() -> str:
   return ""
 
 
-def use_torch(config: BenchmarkConfig) -> bool:
-  return config.torch == "on" or (config.torch == "auto" and torch_installed())
-
-
 # The run, and what it leaves behind.
 
 
 def measure(config: BenchmarkConfig, cfg: train.RunConfig, method: str,
-            peaks: list[dict]) -> dict[str, Any]:
+            peaks: list[dict],
+            extra_methods: Optional[dict[str, Method]] = None
+            ) -> dict[str, Any]:
   """One row: ``method`` on ``cfg``, timed; ``status`` says if it was not."""
+  extra_methods = extra_methods or {}
+  label = (extra_methods[method].label if method in extra_methods
+           else LABELS[method])
+  prepare = (extra_methods[method].prepare if method in extra_methods
+             else _PREPARE[method])
   row = {"cell": cfg.cell, "length": cfg.length, "method": method,
-         "label": LABELS[method], "status": "ok", "steps_per_second": None,
+         "label": label, "status": "ok", "steps_per_second": None,
          "repeats_steps_per_second": [], "steps_per_repeat": None,
          "compile_seconds": None, "speedup_over_eager": None,
          "gflop_per_step": None, "gflops": None, "percent_of_matmul_peak": None}
-  if method.startswith("torch") and not use_torch(config):
-    row["status"] = ("skipped: --torch=off" if config.torch == "off"
-                     else "skipped: torch is not installed")
-    return row
   steps = config.eager_steps if method == "eager" else config.steps
   try:
-    prepared = _PREPARE[method](cfg, config.seed, steps)
+    prepared = prepare(cfg, config.seed, steps)
     rates = time_steps(prepared.run, steps, config.repeats,
                        prepared.warmup_steps)
   except Skip as reason:
@@ -493,157 +460,29 @@ class Report:
             "matmul_peaks": self.matmul_peaks, "results": self.rows}
 
 
-def run_benchmark(config: BenchmarkConfig, results_dir: str) -> Report:
-  """Measures every method for every (cell, length); writes the results.
-
-  Writes ``benchmark.json``, ``benchmark.md`` and ``benchmark.png`` in
-  ``results_dir`` and returns the :class:`Report`.
-  """
+def run_benchmark(config: BenchmarkConfig,
+                  extra_methods: Optional[dict[str, Method]] = None,
+                  machine_extra: Optional[dict[str, Any]] = None) -> Report:
+  """Measures every method for every (cell, length): ``config.methods``,
+  then ``extra_methods`` (in their order). Returns the :class:`Report`."""
   validate(config)
-  machine = machine_info(config)
-  logging.info("benchmark on %s (%s), JAX %s%s", machine["device_kind"],
-               ", ".join(machine["devices"]), machine["jax"],
-               f", torch {machine['torch']} ({machine['torch_threads']} "
-               f"threads, {machine['torch_device']})" if machine["torch"]
-               else "")
+  extra_methods = extra_methods or {}
+  machine = {**machine_info(config), **(machine_extra or {})}
+  logging.info("benchmark on %s (%s), JAX %s", machine["device_kind"],
+               ", ".join(machine["devices"]), machine["jax"])
   peaks = matmul_peaks(config)
   for peak in peaks:
     logging.info("fp32 matmul %s: %.1f GFLOP/s", peak["shape"], peak["gflops"])
+  methods = [m for m, _ in METHODS if m in config.methods] + list(
+      extra_methods)
   rows = []
   for cfg in config.run_configs():
-    for method, _ in METHODS:
-      if method in config.methods:
-        rows.append(measure(config, cfg, method, peaks))
+    for method in methods:
+      rows.append(measure(config, cfg, method, peaks, extra_methods))
   _add_speedups(rows)
   settings = {"cells": list(config.cells), "lengths": list(config.lengths),
               "steps": config.steps, "eager_steps": config.eager_steps,
-              "repeats": config.repeats, "torch": config.torch,
-              "seed": config.seed, "methods": list(config.methods),
+              "repeats": config.repeats, "seed": config.seed,
+              "methods": methods,
               "train_config": config.base.training_settings()}
-  report = Report(machine, settings, peaks, rows)
-  report.table = markdown(report)
-  io.write_json(os.path.join(results_dir, "benchmark.json"), report.to_json())
-  io.atomic_write_text(os.path.join(results_dir, "benchmark.md"), report.table)
-  bar_chart(rows, os.path.join(results_dir, "benchmark.png"),
-            title=_chart_title(report))
-  return report
-
-
-def _number(x: Optional[float], digits: int = 3) -> str:
-  """A number to about ``digits`` significant figures, "–" if there is none."""
-  if x is None or not math.isfinite(x):
-    return "–"
-  if x == 0 or abs(x) >= 10 ** (digits - 1):
-    return f"{x:,.0f}"
-  decimals = digits - 1 - int(math.floor(math.log10(abs(x))))
-  return f"{x:,.{decimals}f}"
-
-
-def _device_line(machine: dict[str, Any]) -> str:
-  kind = machine["device_kind"]
-  if machine["backend"] == "cpu":
-    kind = f"{machine['processor'] or 'CPU'}, {machine['cpu_count']} cores"
-  return f"{kind} (JAX {machine['jax']}, {machine['backend']})"
-
-
-def _chart_title(report: Report) -> str:
-  train_config = report.settings["train_config"]
-  return (f"Training steps per second, batch {train_config['batch_size']}, "
-          f"{train_config['num_hidden']} hidden\n"
-          f"{_device_line(report.machine)}")
-
-
-def markdown(report: Report) -> str:
-  """One long table, a row per (cell, N, method), and what was measured on."""
-  machine, settings = report.machine, report.settings
-  train_config = settings["train_config"]
-  lines = [
-      "# Training step throughput",
-      "",
-      f"- device: {_device_line(machine)}; devices "
-      f"{', '.join(machine['devices'])}",
-  ]
-  if machine["torch"]:
-    elsewhere = (" (not the JAX device: this torch build has no CUDA)"
-                 if machine["torch_device"] == "cpu"
-                 and machine["backend"] != "cpu" else "")
-    lines.append(f"- torch {machine['torch']} on {machine['torch_device']}"
-                 f"{elsewhere}, {machine['torch_threads']} threads")
-  lines += [
-      f"- batch {train_config['batch_size']}, {train_config['num_hidden']} "
-      f"hidden, {train_config['encoding']} input, {train_config['optimizer']} "
-      f"after clipping; median of {settings['repeats']} repeats of "
-      f"{settings['steps']} steps ({settings['eager_steps']} for eager), "
-      "after a warm-up",
-      "- fp32 matmul rate: " + "; ".join(
-          f"{p['shape']} {_number(p['gflops'])} GFLOP/s"
-          + (f" ({', '.join(p['cells'])})" if p["cells"] else "")
-          for p in report.matmul_peaks),
-      "",
-      "| cell | N | method | steps/s | × eager | compile (s) | GFLOP/s "
-      "| % of matmul rate |",
-      "|---|---|---|---:|---:|---:|---:|---:|",
-  ]
-  notes = []
-  for row in report.rows:
-    if row["status"] != "ok":
-      note = f"{row['label']}: {row['status']}"
-      if note not in notes:
-        notes.append(note)
-      continue
-    speedup = row["speedup_over_eager"]
-    lines.append(
-        f"| {row['cell']} | {row['length']} | {row['label']} "
-        f"| {_number(row['steps_per_second'])} "
-        f"| {'–' if speedup is None else '×' + _number(speedup, 2)} "
-        f"| {_number(row['compile_seconds'], 2)} "
-        f"| {_number(row['gflops'])} "
-        f"| {_number(row['percent_of_matmul_peak'], 2)} |")
-  lines += [
-      "",
-      "GFLOP/s counts the recurrent and readout matmuls only (3x the "
-      "forward's); the % is of the chained fp32 matmul rate at the cell's "
-      "[B, H] x [H, G*H] shape, the recurrence's own ceiling.",
-  ]
-  if notes:
-    lines += ["", "Not measured:", ""] + [f"- {note}" for note in notes]
-  return "\n".join(lines) + "\n"
-
-
-def bar_chart(rows: list[dict], path: str, title: str = "") -> None:
-  """Steps/s on a log scale: a group per (cell, N), a bar per method."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  groups = list(dict.fromkeys((r["cell"], r["length"]) for r in rows))
-  methods = [m for m, _ in METHODS
-             if any(r["method"] == m and r["status"] == "ok" for r in rows)]
-  rate = {(r["cell"], r["length"], r["method"]): r["steps_per_second"]
-          for r in rows if r["status"] == "ok"}
-  width = 0.8 / max(len(methods), 1)
-  fig, ax = plt.subplots(figsize=(max(6.5, 1.9 * len(groups) + 2.5), 5.2))
-  colors = plt.cm.tab10.colors
-  for i, method in enumerate(methods):
-    xs, ys = [], []
-    for g, (cell, length) in enumerate(groups):
-      value = rate.get((cell, length, method))
-      if value is not None:
-        xs.append(g + (i - (len(methods) - 1) / 2) * width)
-        ys.append(value)
-    bars = ax.bar(xs, ys, width, label=LABELS[method],
-                  color=colors[i % len(colors)])
-    ax.bar_label(bars, [_number(y, 2) for y in ys], fontsize=7, rotation=90,
-                 padding=2)
-  ax.set_yscale("log")
-  ax.set_xticks(range(len(groups)))
-  ax.set_xticklabels([f"{cell} N={length}" for cell, length in groups])
-  ax.set_ylabel("training steps / s (log scale)")
-  ax.margins(y=0.25)
-  ax.grid(axis="y", which="major", alpha=0.3)
-  ax.set_title(title, fontsize=10)
-  ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08),
-            ncol=2, frameon=False)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  return Report(machine, settings, peaks, rows)

@@ -65,13 +65,6 @@ def positive(flag: str, value, allow_zero: bool = False):
   return value
 
 
-def choice(flag: str, value: str, allowed: Iterable[str]) -> str:
-  allowed = tuple(allowed)
-  if value not in allowed:
-    raise FlagError(flag, f"unknown {value!r}; choose from {', '.join(allowed)}")
-  return value
-
-
 def writable_dir(flag: str, path: str) -> str:
   """Creates ``path`` if needed and checks a file can be written in it."""
   if not path:

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from experiments import benchmark as benchmark_main
+from experiments import benchmark_report
 from palindrome_jax import benchmark
 from palindrome_jax import io
 from palindrome_jax import train
@@ -45,12 +47,14 @@ def check_outputs(results_dir, report, cells, methods):
       assert row["steps_per_second"] > 0
       assert len(row["repeats_steps_per_second"]) == 2
       assert row["gflops"] > 0
-      assert f"| {cell} | 3 | {benchmark.LABELS[method]} |" in table
+      assert f"| {cell} | 3 | {row['label']} |" in table
   return rows
 
 
 def test_jax_methods_without_torch(tmp_path):
-  report = benchmark.run_benchmark(tiny(torch="off"), str(tmp_path))
+  report = benchmark.run_benchmark(tiny(),
+                                   *benchmark_main.torch_methods("off"))
+  benchmark_report.write(report, str(tmp_path))
   rows = check_outputs(str(tmp_path), report, ("rnn",), JAX_METHODS)
   assert rows[("rnn", "eager")]["speedup_over_eager"] == 1.0
   assert rows[("rnn", "jit_step")]["compile_seconds"] > 0
@@ -64,8 +68,9 @@ def test_jax_methods_without_torch(tmp_path):
 def test_torch_methods(tmp_path):
   pytest.importorskip("torch")
   report = benchmark.run_benchmark(
-      tiny(cells=("lstm", "gru"), torch="on", methods=TORCH_METHODS),
-      str(tmp_path))
+      tiny(cells=("lstm", "gru"), methods=()),
+      *benchmark_main.torch_methods("on"))
+  benchmark_report.write(report, str(tmp_path))
   rows = check_outputs(str(tmp_path), report, ("lstm",), TORCH_METHODS)
   assert rows[("gru", "torch_fused")]["status"] == "ok"
   assert rows[("gru", "torch_original")]["status"].startswith("skipped:")
@@ -102,17 +107,28 @@ def test_validate_names_the_flag():
     benchmark.validate(tiny(steps=150))
   with pytest.raises(validation.FlagError, match="^--repeats:"):
     benchmark.validate(tiny(repeats=0))
-  with pytest.raises(validation.FlagError, match="^--torch:"):
-    benchmark.validate(tiny(torch="yes"))
 
 
 def test_without_torch_installed(monkeypatch):
-  monkeypatch.setattr(benchmark, "torch_installed", lambda: False)
-  with pytest.raises(validation.FlagError, match="^--torch: torch is not"):
-    benchmark.validate(tiny(torch="on"))
+  monkeypatch.setattr(benchmark_main, "torch_installed", lambda: False)
+  extra, machine = benchmark_main.torch_methods("auto")
+  assert machine == {}
   row = benchmark.measure(tiny(), train.RunConfig(cell="rnn", length=3),
-                          "torch_fused", peaks=[])
+                          "torch_fused", peaks=[], extra_methods=extra)
   assert row["status"] == "skipped: torch is not installed"
+
+
+def test_the_package_imports_without_torch():
+  # Every module of palindrome_jax, in a process where torch cannot load.
+  import pkgutil  # pylint: disable=g-import-not-at-top
+  import palindrome_jax  # pylint: disable=g-import-not-at-top
+  names = [m.name for m in pkgutil.iter_modules(palindrome_jax.__path__)]
+  code = ("import sys; sys.modules['torch'] = None\n"
+          + "".join(f"import palindrome_jax.{n}\n" for n in names))
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "torch_baselines" not in names
 
 
 def test_entrypoint_rejects_bad_flags(tmp_path):

@@ -168,6 +168,18 @@ def test_help_documents_the_flags(help_run):
   assert "Comma-separated palindrome lengths" in stdout
   assert "--results_dir" in stdout
   assert "Traceback" not in stderr
+  # Every flag the sweep uses is listed, in its group, with its default.
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  for name in [*(common.flag_name(common.config.RunConfig, f)
+                 for f in common.RUN_FLAGS), "cells", "seeds",
+               "checkpoint_every", "vmap_seeds", "cpu_devices",
+               "coordinator_address"]:
+    assert f"  --{name}: " in stdout, name
+  for group in ("Runs:", "Training (palindrome_jax.config.RunConfig):",
+                "Results:", "Devices and processes:"):
+    assert group in stdout
+  assert "--train_steps: Optimizer steps per run (the budget). (default: " \
+      "'10000')" in stdout
 
 
 def test_help_exits_zero(help_run):

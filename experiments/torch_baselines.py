@@ -1,7 +1,8 @@
 """PyTorch baselines for the benchmark: the original's cells and the fused ones.
 
-This module imports torch at the top. Only :mod:`palindrome_jax.benchmark`
-imports it, and only once it knows torch is installed (the optional extra
+This module imports torch at the top. It lives beside the benchmark's
+entrypoint, not in the package: only ``experiments/benchmark.py`` imports
+it, and only once it knows torch is installed (the optional extra
 ``pip install palindrome_jax[torch]``); the package works without it.
 
 Both baselines do the work of one of our train steps: a batch, logits, mean
