@@ -59,8 +59,8 @@ def from_flags(config_class, holders: dict[str, Any], **values):
 RUN_FLAGS = define_flags(config.RunConfig, skip=("cell", "length"))
 CELLS = flags.DEFINE_string(
     "cells", "rnn,lstm",
-    "Comma-separated cell names from the registry (built in: gru, irnn, lru, "
-    "lstm, rnn; more with --cell_module).")
+    "Comma-separated cell names from the registry (built in: "
+    f"{', '.join(cells.names())}; more with --cell_module).")
 CELL_MODULE = flags.DEFINE_string(
     "cell_module", None,
     "Python module to import before anything else, e.g. my_cells: it may "

@@ -8,10 +8,14 @@ loop only carries ``dh`` and ``dc`` back and stores each step's gate gradient
 [T*B, G]`` matmul, which runs near the machine's matmul peak. The equations
 are those of the original's Question 1.1. Tests check both functions against
 autodiff of the plain step (``cells.rnn_step``, ``cells.lstm_step``).
+
+Importing this module registers the cells ``rnn_bptt`` and ``lstm_bptt``.
 """
 
 import jax
 import jax.numpy as jnp
+
+from palindrome_jax import cells
 
 
 def _sum_outer(hs_TxBxH: jax.Array, dz_TxBxG: jax.Array) -> jax.Array:
@@ -130,3 +134,37 @@ def lstm_unroll(params, carry0, u_TxBx4H):
   cs_TxBxH, hs_TxBxH = lstm_sequence(params["W_h"], params["b"], c0_BxH,
                                      h0_BxH, u_TxBx4H)
   return (cs_TxBxH[-1], hs_TxBxH[-1]), hs_TxBxH
+
+
+# Registered as cells: "rnn_bptt" and "lstm_bptt" are "rnn" and "lstm" (same
+# parameters, same numbers) whose unroll uses the hand-derived BPTT above, so
+# the sweep and the benchmark can train and time it (--cells=lstm_bptt).
+
+
+def _rnn_projected_step(params, h_BxH, u_BxH):
+  """``cells.rnn_step`` on the projected input ``u = x W_x``."""
+  h_BxH = jnp.tanh(u_BxH + h_BxH @ params["W_h"] + params["b"][None, :])
+  return h_BxH, h_BxH
+
+
+def _lstm_projected_step(params, carry, u_Bx4H):
+  """``cells.lstm_step`` on the projected input ``u = x W_x``."""
+  c_BxH, h_BxH = carry
+  z_Bx4H = u_Bx4H + h_BxH @ params["W_h"] + params["b"][None, :]
+  i, f, g, o = jnp.split(z_Bx4H, 4, axis=-1)
+  c_BxH = jax.nn.sigmoid(f) * c_BxH + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h_BxH = jax.nn.sigmoid(o) * jnp.tanh(c_BxH)
+  return (c_BxH, h_BxH), h_BxH
+
+
+def _lstm_bptt_factory(forget_bias: float = 0.0, chrono_t_max=None,
+                       **_) -> cells.Cell:
+  lstm = cells.get("lstm", forget_bias=forget_bias, chrono_t_max=chrono_t_max)
+  return cells.Cell(lstm.init, _lstm_projected_step, lstm.initial_carry,
+                    project=cells.project_input, sequence=lstm_unroll)
+
+
+cells.register("rnn_bptt", cells.Cell(
+    cells.rnn_init, _rnn_projected_step, project=cells.project_input,
+    sequence=rnn_unroll))
+cells.register("lstm_bptt", _lstm_bptt_factory)

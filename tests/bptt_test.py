@@ -7,6 +7,7 @@ import pytest
 
 from palindrome_jax import bptt
 from palindrome_jax import cells
+from palindrome_jax import train
 
 T, B, D, H = 6, 3, 2, 5
 
@@ -54,3 +55,23 @@ def test_hand_derived_bptt_matches_autodiff(name):
   np.testing.assert_allclose(value, ref_value, rtol=1e-5)
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, plain", [("rnn_bptt", "rnn"),
+                                         ("lstm_bptt", "lstm")])
+def test_registered_bptt_cells_train_like_the_plain_ones(name, plain):
+  # Same parameters from the same key; the loss and every gradient agree.
+  cfg = train.RunConfig(cell=plain, length=6, batch_size=8, num_hidden=8)
+  state = jax.jit(train.create_train_state, static_argnums=2)(
+      *train.run_keys(0, plain, 6)[:2], cfg)
+  batch = train.train_batch(state, cfg)
+  results = {}
+  for cell in (plain, name):
+    results[cell] = jax.value_and_grad(
+        lambda p, cell=cell: train.loss_and_accuracy(
+            cells.get(cell), p, batch)[0])(state.params)
+  (loss_a, grads_a), (loss_b, grads_b) = results[plain], results[name]
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert cells.get(name).sequence is not None
