@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import optax
 
 from palindrome_jax import data
-from palindrome_jax import io
 from palindrome_jax import train
 from palindrome_jax import validation
 

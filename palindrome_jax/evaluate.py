@@ -13,7 +13,6 @@ from typing import Any, Iterable, Optional
 import jax
 import numpy as np
 
-from palindrome_jax import io
 from palindrome_jax import results as results_lib
 from palindrome_jax import train
 from palindrome_jax.results import Run

@@ -17,7 +17,6 @@ Searches of different cells go side by side, sharing the devices run by run.
 """
 
 import dataclasses
-import math
 import os
 import threading
 import time

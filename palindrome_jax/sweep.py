@@ -12,12 +12,10 @@ import contextlib
 import csv
 import dataclasses
 import io as std_io
-import math
 import os
 import signal
 import sys
 import threading
-import time
 import traceback
 from typing import Any, Callable, Optional, Sequence
 

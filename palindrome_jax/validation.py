@@ -7,7 +7,7 @@ Each failure is a :class:`FlagError` whose message is one line naming the flag
 import math
 import os
 import tempfile
-from typing import Iterable, Optional
+from typing import Iterable
 
 
 

@@ -177,27 +177,6 @@ def test_a_diverging_run_is_reported_and_the_sweep_goes_on(tmp_path):
                                        "training_curves.png", "results.csv"}
 
 
-def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path,
-                                                           monkeypatch):
-  path = tmp_path / "row.json"
-  io.write_json(path, {"a": 1})
-
-  def crash(*args):
-    raise KeyboardInterrupt
-
-  monkeypatch.setattr(os, "replace", crash)
-  with pytest.raises(KeyboardInterrupt):
-    io.write_json(path, {"a": 2})
-  monkeypatch.undo()
-  assert io.read_json(path) == {"a": 1}
-  assert os.listdir(tmp_path) == ["row.json"]  # No temporary left behind.
-
-
-def test_non_finite_numbers_are_written_as_null(tmp_path):
-  io.write_json(tmp_path / "x.json", {"loss": float("nan"), "ok": [1.5]})
-  assert io.read_json(tmp_path / "x.json") == {"loss": None, "ok": [1.5]}
-
-
 def test_evaluate_reloads_parameters_and_tests_other_lengths(tmp_path):
   config = sweep.SweepConfig(cells=("lstm",), lengths=(3,), seeds=(7, 8),
                              base=TINY)

@@ -1,0 +1,80 @@
+"""Tests for palindrome_jax.config: each setting's check, and its role."""
+
+import dataclasses
+
+import pytest
+
+from palindrome_jax import config
+from palindrome_jax import sweep
+from palindrome_jax import horizon
+
+BAD = [
+    ("cell", "nope", "unknown 'nope'"),
+    ("length", 0, "positive integer"),
+    ("batch_size", 2.5, "positive integer"),
+    ("num_hidden", True, "positive integer"),
+    ("learning_rate", 0.0, "> 0"),
+    ("learning_rate", float("nan"), "> 0"),
+    ("optimizer", "sgd", "choose from adam, rmsprop"),
+    ("max_norm", -1.0, "> 0"),
+    ("lr_step_size", -1, ">= 0"),
+    ("lr_gamma", 1.5, "(0, 1]"),
+    ("encoding", "binary", "choose from scalar, onehot"),
+    ("forget_bias", float("inf"), "finite"),
+    ("chrono_t_max", 2.0, "> 2"),
+    ("unroll", 0, "positive integer"),
+    ("train_steps", 0, "positive integer"),
+    ("log_every", -3, "positive integer"),
+    ("eval_batches", 0, "positive integer"),
+    ("solved_accuracy", 0.0, "(0, 1]"),
+    ("eval_every", 0, "positive integer"),
+]
+
+
+@pytest.mark.parametrize("field, value, problem", BAD)
+def test_a_bad_value_names_its_field(field, value, problem):
+  with pytest.raises(config.ConfigError) as error:
+    config.RunConfig(**{field: value})
+  assert error.value.field == field
+  assert problem in error.value.problem
+
+
+def test_every_field_has_help_and_a_role():
+  for field in dataclasses.fields(config.RunConfig):
+    assert field.metadata["help"].strip(), field.name
+    assert isinstance(field.metadata["static"], bool), field.name
+
+
+def test_cross_field_checks():
+  with pytest.raises(config.ConfigError, match="lr_step_size: the step decay"):
+    config.RunConfig(lr_step_size=10)
+  config.RunConfig(lr_step_size=10, optimizer="rmsprop")
+  with pytest.raises(config.ConfigError, match="checkpoint_every: 30 is not"):
+    sweep.SweepConfig(checkpoint_every=30)
+  with pytest.raises(config.ConfigError, match="max_length: 4 is below"):
+    horizon.HorizonConfig(min_length=9, max_length=4)
+
+
+def test_program_keeps_what_shapes_the_program_and_nothing_else():
+  base = config.RunConfig(cell="gru", length=7, num_hidden=16)
+  loop_only = dataclasses.replace(
+      base, train_steps=3, log_every=1, eval_batches=2, stop_when_solved=True,
+      solved_accuracy=0.5, eval_every=1)
+  assert loop_only.program() == base.program()  # No recompile.
+  for field, value in [("num_hidden", 8), ("length", 8), ("learning_rate",
+                                                           0.1),
+                       ("encoding", "onehot"), ("forget_bias", 1.0)]:
+    changed = dataclasses.replace(base, **{field: value})
+    assert changed.program() != base.program(), field
+  static = {f.name for f in dataclasses.fields(config.RunConfig)
+            if f.metadata["static"]}
+  assert static >= {"cell", "length", "batch_size", "num_hidden",
+                    "learning_rate", "optimizer", "max_norm", "encoding"}
+  assert not static & {"train_steps", "log_every", "eval_batches",
+                       "stop_when_solved", "solved_accuracy", "eval_every"}
+
+
+def test_training_settings_are_every_field_but_cell_and_length():
+  settings = config.RunConfig().training_settings()
+  names = {f.name for f in dataclasses.fields(config.RunConfig)}
+  assert set(settings) == names - {"cell", "length"}
