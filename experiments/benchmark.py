@@ -25,14 +25,9 @@ TORCH_LABELS = {
 
 LENGTHS = flags.DEFINE_string("lengths", "5,20",
                               "Comma-separated palindrome lengths N to time.")
-STEPS = flags.DEFINE_integer(
-    "steps", 200, "Training steps per timed repeat of every method but "
-    "eager; more than --log_every must be a multiple of it.")
-EAGER_STEPS = flags.DEFINE_integer("eager_steps", 3,
-                                   "Steps per timed repeat of JAX eager.")
-REPEATS = flags.DEFINE_integer("repeats", 5,
-                               "Timed repeats per method; steps/s is their "
-                               "median.")
+BENCHMARK_FLAGS = common.define_flags(
+    benchmark.BenchmarkConfig, skip=("cells", "lengths", "base", "seed",
+                                     "methods"))
 RESULTS_DIR = flags.DEFINE_string("results_dir", "benchmark_results",
                                   "Where benchmark.json, .md and .png go.")
 TORCH = flags.DEFINE_string(
@@ -93,12 +88,10 @@ def main(argv):
     raise validation.FlagError("seeds", "the benchmark trains one seed per "
                                f"method; got {common.SEEDS.value}")
   seed = common.seed_values()[0]
-  config = benchmark.validate(benchmark.BenchmarkConfig(
-      cells=common.cell_names(),
+  config = benchmark.validate(common.from_flags(
+      benchmark.BenchmarkConfig, BENCHMARK_FLAGS, cells=common.cell_names(),
       lengths=validation.int_list("lengths", LENGTHS.value, minimum=1),
-      base=common.base_run_config(),
-      steps=STEPS.value, eager_steps=EAGER_STEPS.value,
-      repeats=REPEATS.value, seed=seed))
+      base=common.base_run_config(), seed=seed))
   if TORCH.value not in TORCH_MODES:
     raise validation.FlagError("torch", f"unknown {TORCH.value!r}; choose "
                                f"from {', '.join(TORCH_MODES)}")

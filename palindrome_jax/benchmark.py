@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from palindrome_jax import config as config_lib
 from palindrome_jax import data
 from palindrome_jax import train
 from palindrome_jax import validation
@@ -56,11 +57,23 @@ class BenchmarkConfig:
   cells: tuple[str, ...] = ("rnn", "lstm")
   lengths: tuple[int, ...] = (5, 20)
   base: train.RunConfig = train.RunConfig()
-  steps: int = 200  # Steps per timed repeat (all but eager).
-  eager_steps: int = 3  # Steps per timed repeat of the eager method.
-  repeats: int = 5
+  steps: int = config_lib.setting(
+      200, "Training steps per timed repeat of every method but eager; more "
+      "than --log_every must be a multiple of it.", config_lib.positive_int)
+  eager_steps: int = config_lib.setting(
+      3, "Steps per timed repeat of JAX eager.", config_lib.positive_int)
+  repeats: int = config_lib.setting(
+      5, "Timed repeats per method; steps/s is their median.",
+      config_lib.positive_int)
   seed: int = 42
   methods: tuple[str, ...] = tuple(key for key, _ in METHODS)
+
+  def __post_init__(self):
+    config_lib.check_fields(self)
+    if self.steps > self.base.log_every and self.steps % self.base.log_every:
+      raise config_lib.ConfigError(
+          "steps", f"{self.steps} is not divisible by --log_every, the "
+          f"compiled loop's chunk ({self.base.log_every})")
 
   def run_configs(self) -> list[train.RunConfig]:
     return [dataclasses.replace(self.base, cell=c, length=n)
@@ -68,20 +81,13 @@ class BenchmarkConfig:
 
 
 def validate(config: BenchmarkConfig) -> BenchmarkConfig:
-  """Raises :class:`validation.FlagError` on anything that would fail later."""
+  """Raises on anything that would fail later (the fields checked
+  themselves when the config was made)."""
   if not config.cells:
     raise validation.FlagError("cells", "must not be empty")
   if not config.lengths:
     raise validation.FlagError("lengths", "must not be empty")
   config.run_configs()  # Each RunConfig checks itself when made.
-  for flag in ("steps", "eager_steps", "repeats"):
-    value = getattr(config, flag)
-    if not isinstance(value, int) or value < 1:
-      raise validation.FlagError(flag, f"must be a positive integer, got "
-                                 f"{value}")
-  if config.steps > config.base.log_every:
-    validation.divisible("steps", config.steps, config.base.log_every,
-                         "--log_every, the compiled loop's chunk")
   unknown = sorted(set(config.methods) - set(LABELS))
   if unknown:
     raise ValueError(f"methods must be some of {', '.join(LABELS)}; got "

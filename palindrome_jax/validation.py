@@ -77,8 +77,3 @@ def writable_dir(flag: str, path: str) -> str:
     raise FlagError(flag, f"cannot write to {path!r}: "
                     f"{error.strerror or error}") from None
   return path
-
-
-def divisible(flag: str, value: int, divisor: int, what: str) -> None:
-  if value % divisor:
-    raise FlagError(flag, f"{value} is not divisible by {what} ({divisor})")

@@ -12,6 +12,7 @@ import pytest
 from experiments import benchmark as benchmark_main
 from experiments import benchmark_report
 from palindrome_jax import benchmark
+from palindrome_jax import config
 from palindrome_jax import io
 from palindrome_jax import train
 from palindrome_jax import validation
@@ -102,11 +103,13 @@ def test_flax_has_no_counterpart_of_a_custom_cell():
     benchmark.flax_cell("my_cell", 4)
 
 
-def test_validate_names_the_flag():
-  with pytest.raises(validation.FlagError, match="^--steps: 150 is not"):
-    benchmark.validate(tiny(steps=150))
-  with pytest.raises(validation.FlagError, match="^--repeats:"):
-    benchmark.validate(tiny(repeats=0))
+def test_a_bad_setting_names_its_field():
+  with pytest.raises(config.ConfigError, match="^steps: 150 is not"):
+    tiny(steps=150)
+  with pytest.raises(config.ConfigError, match="^repeats:"):
+    tiny(repeats=0)
+  with pytest.raises(validation.FlagError, match="^--cells:"):
+    benchmark.validate(tiny(cells=()))
 
 
 def test_without_torch_installed(monkeypatch):
