@@ -121,13 +121,17 @@ def configure_devices() -> list:
   elif NUM_PROCESSES.value != 1 or PROCESS_ID.value != 0:
     raise validation.FlagError("num_processes", "several processes need "
                                "--coordinator_address")
-  devices = jax.local_devices()
+  return jax.local_devices()
+
+
+def describe_devices(devices: list) -> None:
+  """One line on stderr: where the runs will train."""
+  import jax  # pylint: disable=g-import-not-at-top
   where = (f"process {jax.process_index()} of {jax.process_count()}, "
            if jax.process_count() > 1 else "")
   print(f"JAX {jax.__version__} on {len(devices)} {jax.default_backend()} "
         f"device(s) ({where}{len(jax.devices())} in all)", file=sys.stderr,
         flush=True)
-  return devices
 
 
 def import_cell_module() -> None:

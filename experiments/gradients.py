@@ -40,6 +40,7 @@ def main(argv):
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
   common.check_memory(base, cells, (LENGTH.value,), devices)
+  common.describe_devices(devices)
   with common.stop_on_interrupt() as stop:
     try:
       results = gradients.run_gradients(base, cells, LENGTH.value, seeds,

@@ -44,6 +44,7 @@ def main(argv):
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
   common.check_memory(base, cells, (config.max_length,), devices)
+  common.describe_devices(devices)
   with common.stop_on_interrupt() as stop:
     try:
       content = horizon.run_horizon(config, results_dir,

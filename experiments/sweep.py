@@ -43,6 +43,7 @@ def main(argv):
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   devices = common.configure_devices()
   common.check_memory(base, cells, lengths, devices)
+  common.describe_devices(devices)
   with common.stop_on_interrupt() as stop:
     try:
       outcome = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,

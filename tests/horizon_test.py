@@ -192,3 +192,15 @@ def test_entrypoint_rejects_bad_flags(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: --max_length: 4 is below --min_length (9)")
+
+
+def test_a_truncated_horizon_json_blocks_nothing(tmp_path):
+  trainer = FakeTrainer(up_to(37))
+  first = horizon.run_horizon(config(), str(tmp_path), train_fn=trainer)
+  (tmp_path / "horizon.json").write_text('{"settings": {"thresh')
+  trainer.calls.clear()
+  again = horizon.run_horizon(config(), str(tmp_path), train_fn=trainer)
+  assert trainer.calls == []  # Every run is still on disk.
+  assert again["cells"]["rnn"]["horizon"] == first["cells"]["rnn"]["horizon"]
+  assert io.read_json(str(tmp_path / "horizon.json"))["cells"]["rnn"][
+      "horizon"] == 37

@@ -206,6 +206,9 @@ BAD_FLAGS = {
     "unknown_encoding": ("--encoding=binary", "encoding"),
     "batch_size_not_int": ("--batch_size=abc", "batch_size"),
     "results_dir_unwritable": (_not_a_directory, "results_dir"),
+    # Tens of GB (at the tiny settings below): refused before compiling.
+    "lengths_too_long_for_memory": ("--lengths=10000000", "lengths"),
+    "batch_too_large_for_memory": ("--batch_size=100000000", "batch_size"),
 }
 
 
