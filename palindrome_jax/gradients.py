@@ -279,7 +279,7 @@ def summary_table(results: dict) -> str:
            "trained t=N-1 | test accuracy |",
            "|---|---|---|---|---|---|---|"]
   for cell, profile in results["cells"].items():
-    accuracy = sweep.finite_mean([s["test_accuracy"]
+    accuracy = results_lib.finite_mean([s["test_accuracy"]
                                   for s in profile["seeds"]])
     accuracy = f"{100 * accuracy:.1f}%" if math.isfinite(accuracy) else "–"
     for part in sorted(profile["init"]):

@@ -134,7 +134,7 @@ def length_record(length: int, records: Sequence[Optional[dict]],
       "train_steps": [r.get("train_steps") for r in records],
       "solved": solved,
       "fraction_solved": sum(solved) / len(solved),
-      "mean_accuracy": sweep.finite_mean(accuracies),
+      "mean_accuracy": results_lib.finite_mean(accuracies),
       "passed": all(solved),
       "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in records),
   }

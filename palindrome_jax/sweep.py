@@ -145,12 +145,6 @@ def _row(program: train.GroupResult, seed_result: train.SeedResult,
   }
 
 
-finite_mean = results_lib.finite_mean
-
-
-format_seconds = report.seconds
-
-
 def programs_of(runs: Sequence[Run], vmap_seeds: bool) -> list[tuple[Run, ...]]:
   """The runs grouped into programs: one run each, or with ``vmap_seeds``
   every seed of a (cell, length) together."""
@@ -171,8 +165,8 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
                progress: Optional[progress_lib.Progress] = None,
                outcome: Optional[Outcome] = None) -> dict[Run, dict]:
   """Trains the ``runs`` not finished in ``results``; returns every run's
-  record (finished earlier or now) by run. Runs claimed by another process
-  are waited for, not trained twice.
+  record (finished earlier or now) by run. A run claimed by another process
+  is left to it (skipped here, never trained twice).
 
   Each program that raises is recorded as failed and the others go on; a
   failure to write a trained run's files is logged with the path, counted
@@ -215,8 +209,8 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
       run_progress = progress.start_run(program, label, cfg.train_steps,
                                         costs[program])
       on_log = lambda info: run_progress.update(
-          info["step"], finite_mean(info["loss"]),
-          finite_mean(info["accuracy"]), info["steps_per_second"])
+          info["step"], results_lib.finite_mean(info["loss"]),
+          results_lib.finite_mean(info["accuracy"]), info["steps_per_second"])
       checkpoint = (results.checkpoint_file(program[0])
                     if checkpoint_every and len(program) == 1 else None)
       try:
