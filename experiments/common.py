@@ -103,7 +103,13 @@ def configure_devices() -> list:
     raise validation.FlagError("cpu_devices",
                                f"must be >= 0, got {CPU_DEVICES.value}")
   count = CPU_DEVICES.value or os.cpu_count() or 1
-  jax.config.update("jax_num_cpu_devices", count)
+  if count != jax.config.jax_num_cpu_devices:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    if xla_bridge.backends_are_initialized():
+      # Called again in one process (tests): the devices stay as they are.
+      logging.warning("JAX already started; --cpu_devices=%d ignored", count)
+    else:
+      jax.config.update("jax_num_cpu_devices", count)
   if COMPILATION_CACHE_DIR.value and not os.environ.get(
       "JAX_COMPILATION_CACHE_DIR"):
     jax.config.update("jax_compilation_cache_dir",
@@ -263,25 +269,44 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
+def call_main(main, argv) -> int:
+  """Runs ``main`` on parsed flags as the command line does: a
+  :class:`FlagError` or :class:`ConfigError` prints one line
+  (``error: --flag: problem``) and gives status 2, no traceback. Returns the
+  exit status."""
+  if len(argv) > 1:
+    print(f"error: unexpected arguments {' '.join(argv[1:])!r} "
+          "(flags are written --name=value)", file=sys.stderr)
+    return 2
+  try:
+    main(argv)
+  except validation.FlagError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  except config.ConfigError as error:  # A check of a tool's own config.
+    print(f"error: --{error.field}: {error.problem}", file=sys.stderr)
+    return 2
+  except SystemExit as exit_:
+    return exit_.code if isinstance(exit_.code, int) else 1
+  return 0
+
+
+def execute(main, argv) -> int:
+  """Parses ``argv`` and calls ``main`` (:func:`call_main`) in this process,
+  as ``python -m`` would; returns the exit status. For tests: flags keep
+  their values until ``FLAGS.unparse_flags()``."""
+  try:
+    argv = FLAGS(argv)
+  except flags.Error as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  return call_main(main, argv)
+
+
 def run(main) -> None:
-  """``app.run(main)``; a :class:`FlagError` from ``main`` prints one line
-  (``error: --flag: problem``) and exits with status 2, no traceback."""
-
-  def wrapped(argv):
-    if len(argv) > 1:
-      print(f"error: unexpected arguments {' '.join(argv[1:])!r} "
-            "(flags are written --name=value)", file=sys.stderr)
-      sys.exit(2)
-    try:
-      return main(argv)
-    except validation.FlagError as error:
-      print(f"error: {error}", file=sys.stderr)
-      sys.exit(2)
-    except config.ConfigError as error:  # A check of a tool's own config.
-      print(f"error: --{error.field}: {error.problem}", file=sys.stderr)
-      sys.exit(2)
-
+  """``app.run(main)`` with one-line errors (:func:`call_main`)."""
   # Progress is drawn by palindrome_jax.progress; the log keeps warnings and
   # errors (--verbosity=0 brings back JAX's and absl's informational lines).
   logging.set_verbosity(logging.WARNING)
-  app.run(wrapped, flags_parser=_parse_flags)
+  app.run(lambda argv: sys.exit(call_main(main, argv)),
+          flags_parser=_parse_flags)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from experiments import benchmark as benchmark_main
+from experiments import benchmark_torch
 from experiments import benchmark_report
 from palindrome_jax import benchmark
 from palindrome_jax import config
@@ -54,7 +54,7 @@ def check_outputs(results_dir, report, cells, methods):
 
 def test_jax_methods_without_torch(tmp_path):
   report = benchmark.run_benchmark(tiny(),
-                                   *benchmark_main.torch_methods("off"))
+                                   *benchmark_torch.torch_methods("off"))
   benchmark_report.write(report, str(tmp_path))
   rows = check_outputs(str(tmp_path), report, ("rnn",), JAX_METHODS)
   assert rows[("rnn", "eager")]["speedup_over_eager"] == 1.0
@@ -70,7 +70,7 @@ def test_torch_methods(tmp_path):
   pytest.importorskip("torch")
   report = benchmark.run_benchmark(
       tiny(cells=("lstm", "gru"), methods=()),
-      *benchmark_main.torch_methods("on"))
+      *benchmark_torch.torch_methods("on"))
   benchmark_report.write(report, str(tmp_path))
   rows = check_outputs(str(tmp_path), report, ("lstm",), TORCH_METHODS)
   assert rows[("gru", "torch_fused")]["status"] == "ok"
@@ -113,8 +113,8 @@ def test_a_bad_setting_names_its_field():
 
 
 def test_without_torch_installed(monkeypatch):
-  monkeypatch.setattr(benchmark_main, "torch_installed", lambda: False)
-  extra, machine = benchmark_main.torch_methods("auto")
+  monkeypatch.setattr(benchmark_torch, "torch_installed", lambda: False)
+  extra, machine = benchmark_torch.torch_methods("auto")
   assert machine == {}
   row = benchmark.measure(tiny(), train.RunConfig(cell="rnn", length=3),
                           "torch_fused", peaks=[], extra_methods=extra)
