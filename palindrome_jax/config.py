@@ -92,6 +92,10 @@ def registered_cell(value) -> Optional[str]:
   return None
 
 
+def positive_or_none(value) -> Optional[str]:
+  return None if value is None else positive(value)
+
+
 def chrono(value) -> Optional[str]:
   if value is not None and not value > 2:
     return f"must be > 2, got {value}"
@@ -142,6 +146,11 @@ class RunConfig:
   chrono_t_max: Optional[float] = setting(
       None, "LSTM: chrono initialisation (Tallec & Ollivier 2018) with this "
       "T_max; overrides --forget_bias.", chrono, flag_type=float)
+  chrono_per_digit: Optional[float] = setting(
+      None, "LSTM: chrono initialisation with T_max = this x N, scaled with "
+      "each run's length (the paper sets T_max to the range of the "
+      "dependencies: N here); overrides --chrono_t_max.", positive_or_none,
+      flag_type=float)
   unroll: int = setting(1, "Time steps unrolled per lax.scan iteration.",
                         positive_int)
   # What only drives the loop.
@@ -168,6 +177,9 @@ class RunConfig:
 
   def __post_init__(self):
     check_fields(self)
+    if self.chrono_per_digit is not None and not self.chrono_t_max_used > 2:
+      raise ConfigError("chrono_per_digit", f"T_max = {self.chrono_per_digit}"
+                        f" x N = {self.chrono_t_max_used} must be > 2")
     if self.lr_step_size and self.optimizer != "rmsprop":
       raise ConfigError("lr_step_size", "the step decay applies to "
                         "--optimizer=rmsprop only")
@@ -195,7 +207,14 @@ class RunConfig:
 
   def make_cell(self) -> cells_lib.Cell:
     return cells_lib.get(self.cell, forget_bias=self.forget_bias,
-                         chrono_t_max=self.chrono_t_max)
+                         chrono_t_max=self.chrono_t_max_used)
+
+  @property
+  def chrono_t_max_used(self) -> Optional[float]:
+    """The chrono T_max this run's LSTM is initialised with, if any."""
+    if self.chrono_per_digit is not None:
+      return self.chrono_per_digit * self.length
+    return self.chrono_t_max
 
   @property
   def input_dim(self) -> int:

@@ -78,3 +78,19 @@ def test_training_settings_are_every_field_but_cell_and_length():
   settings = config.RunConfig().training_settings()
   names = {f.name for f in dataclasses.fields(config.RunConfig)}
   assert set(settings) == names - {"cell", "length"}
+
+
+def test_chrono_per_digit_scales_t_max_with_the_length():
+  short = config.RunConfig(cell="lstm", length=10, chrono_per_digit=1.5)
+  long = dataclasses.replace(short, length=200)
+  assert short.chrono_t_max_used == 15 and long.chrono_t_max_used == 300
+  assert config.RunConfig(chrono_t_max=50.0).chrono_t_max_used == 50.0
+  # The forget-gate biases are log U(1, T_max - 1): larger at longer N.
+  import jax  # pylint: disable=g-import-not-at-top
+  b_short, b_long = (cfg.make_cell().init(jax.random.PRNGKey(0), 1, 64)["b"]
+                     for cfg in (short, long))
+  forget = slice(64, 128)  # Gates i, f, g, o.
+  assert float(b_long[forget].max()) > float(b_short[forget].max()) + 1
+  assert float(b_short[forget].max()) <= float(jax.numpy.log(14.0)) + 1e-6
+  with pytest.raises(config.ConfigError, match="chrono_per_digit"):
+    config.RunConfig(length=2, chrono_per_digit=1.0)

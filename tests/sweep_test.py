@@ -1,5 +1,5 @@
 """Tests for palindrome_jax.sweep: resume, extend, failures, the same numbers
-alone or in a sweep; and the evaluate tool over a sweep's saved runs."""
+alone or in a sweep."""
 
 import os
 import signal
@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 
-from palindrome_jax import evaluate
 from palindrome_jax import io
 from palindrome_jax import results
 from palindrome_jax import sweep
@@ -175,55 +174,3 @@ def test_a_diverging_run_is_reported_and_the_sweep_goes_on(tmp_path):
   assert "| irnn | 1 diverged |" in table
   assert set(os.listdir(tmp_path)) >= {"accuracy_vs_length.png",
                                        "training_curves.png", "results.csv"}
-
-
-def test_evaluate_reloads_parameters_and_tests_other_lengths(tmp_path):
-  config = sweep.SweepConfig(cells=("lstm",), lengths=(3,), seeds=(7, 8),
-                             base=TINY)
-  rows = sweep.run_sweep(config, str(tmp_path)).rows
-  evaluated = evaluate.evaluate_saved(str(tmp_path), lengths=(3, 6))
-  same = {r["seed"]: r["test_accuracy"] for r in evaluated
-          if r["test_length"] == 3}
-  assert same == {r["seed"]: r["test_accuracy"] for r in rows}
-  assert {r["test_length"] for r in evaluated} == {3, 6}
-  assert "| lstm | 3 |" in evaluate.table(evaluated)
-
-  out = subprocess.run(
-      [sys.executable, "-m", "experiments.evaluate",
-       f"--results_dir={tmp_path}", "--lengths=3,6"],
-      cwd=REPO, capture_output=True, text=True, check=True)
-  assert "test N=6" in out.stdout
-  assert (tmp_path / "evaluate.json").exists()
-
-
-@pytest.mark.parametrize("args, flag", [
-    (["--results_dir=/nonexistent-dir-xyz"], "--results_dir"),
-    (["--lengths=3,,4"], "--lengths"),
-    (["--lengths=0"], "--lengths"),
-])
-def test_evaluate_bad_flags_are_one_line_errors(tmp_path, args, flag):
-  if "--results_dir" not in args[0]:
-    sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(3,),
-                                      base=TINY), str(tmp_path))
-    args = args + [f"--results_dir={tmp_path}"]
-  out = subprocess.run([sys.executable, "-m", "experiments.evaluate", *args],
-                       cwd=REPO, capture_output=True, text=True)
-  assert out.returncode != 0
-  errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1 and flag in errors[0]
-  assert "Traceback" not in out.stderr
-
-
-def test_evaluate_reports_missing_and_corrupt_parameters(tmp_path):
-  config = sweep.SweepConfig(cells=("rnn",), lengths=(3,), seeds=(1, 2, 3),
-                             base=TINY)
-  rows = sweep.run_sweep(config, str(tmp_path)).rows
-  os.remove(tmp_path / "params" / "rnn_N3_seed1.msgpack")
-  (tmp_path / "params" / "rnn_N3_seed2.msgpack").write_bytes(b"\x93\x01")
-  evaluated = evaluate.evaluate_saved(str(tmp_path))
-  by_seed = {r["seed"]: r for r in evaluated}
-  assert sorted(by_seed) == [1, 2, 3]
-  assert "is missing" in by_seed[1]["status"]
-  assert "is unreadable" in by_seed[2]["status"]
-  assert by_seed[3]["test_accuracy"] == rows[2]["test_accuracy"]
-  assert "Not evaluated:" in evaluate.table(evaluated)

@@ -1,0 +1,77 @@
+"""Tests for palindrome_jax.evaluate: saved parameters tested at any length."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from palindrome_jax import evaluate
+from palindrome_jax import sweep
+from palindrome_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = train.RunConfig(batch_size=8, num_hidden=8, train_steps=60,
+                       log_every=20, eval_batches=2)
+
+
+def test_evaluate_reloads_parameters_and_tests_other_lengths(tmp_path):
+  config = sweep.SweepConfig(cells=("lstm",), lengths=(3,), seeds=(7, 8),
+                             base=TINY)
+  rows = sweep.run_sweep(config, str(tmp_path)).rows
+  evaluated = evaluate.evaluate_saved(str(tmp_path), lengths=(3, 6))
+  same = {r["seed"]: r["test_accuracy"] for r in evaluated
+          if r["test_length"] == 3}
+  assert same == {r["seed"]: r["test_accuracy"] for r in rows}
+  assert {r["test_length"] for r in evaluated} == {3, 6}
+  assert "| lstm | 3 |" in evaluate.table(evaluated)
+
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.evaluate",
+       f"--results_dir={tmp_path}", "--lengths=3,6"],
+      cwd=REPO, capture_output=True, text=True, check=True)
+  assert "test N=6" in out.stdout
+  assert (tmp_path / "evaluate.json").exists()
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--results_dir=/nonexistent-dir-xyz"], "--results_dir"),
+    (["--lengths=3,,4"], "--lengths"),
+    (["--lengths=0"], "--lengths"),
+])
+def test_evaluate_bad_flags_are_one_line_errors(tmp_path, args, flag):
+  if "--results_dir" not in args[0]:
+    sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(3,),
+                                      base=TINY), str(tmp_path))
+    args = args + [f"--results_dir={tmp_path}"]
+  out = subprocess.run([sys.executable, "-m", "experiments.evaluate", *args],
+                       cwd=REPO, capture_output=True, text=True)
+  assert out.returncode != 0
+  errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and flag in errors[0]
+  assert "Traceback" not in out.stderr
+
+
+def test_evaluate_reports_missing_and_corrupt_parameters(tmp_path):
+  config = sweep.SweepConfig(cells=("rnn",), lengths=(3,), seeds=(1, 2, 3),
+                             base=TINY)
+  rows = sweep.run_sweep(config, str(tmp_path)).rows
+  os.remove(tmp_path / "params" / "rnn_N3_seed1.msgpack")
+  (tmp_path / "params" / "rnn_N3_seed2.msgpack").write_bytes(b"\x93\x01")
+  evaluated = evaluate.evaluate_saved(str(tmp_path))
+  by_seed = {r["seed"]: r for r in evaluated}
+  assert sorted(by_seed) == [1, 2, 3]
+  assert "is missing" in by_seed[1]["status"]
+  assert "is unreadable" in by_seed[2]["status"]
+  assert by_seed[3]["test_accuracy"] == rows[2]["test_accuracy"]
+  assert "Not evaluated:" in evaluate.table(evaluated)
+
+
+def test_evaluate_params_reproduces_the_test_accuracy_in_memory():
+  cfg = dataclasses.replace(TINY, cell="gru", length=4)
+  result = train.train_and_evaluate(cfg, (5,)).seeds[0]
+  scores = evaluate.evaluate_params(result.params, cfg, (4, 7), seed=5)
+  assert scores[4]["accuracy"] == result.test_accuracy
+  assert scores[4]["loss"] == pytest.approx(result.test_loss, rel=1e-6)
+  assert set(scores) == {4, 7}

@@ -1,0 +1,43 @@
+"""Tests for palindrome_jax.plots: every figure from awkward rows."""
+
+import math
+
+import numpy as np
+
+from palindrome_jax import plots
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(cell, n, seed, status="ok", steps=None, length_of_history=5):
+  steps_logged = [100 * (k + 1) for k in range(length_of_history)]
+  return {"cell": cell, "length": n, "seed": seed, "status": status,
+          "test_accuracy": math.nan if status != "ok" else 0.9,
+          "steps_to_solve": steps,
+          "history": {"step": steps_logged,
+                      "loss": [2.0 / (k + 1) for k in range(length_of_history)],
+                      "accuracy": [0.1 * (k + 1)
+                                   for k in range(length_of_history)]}}
+
+
+ROWS = [_run("rnn", 5, 1, steps=300, length_of_history=3),  # Stopped early.
+        _run("rnn", 5, 2),
+        _run("rnn", 10, 1, status="diverged at step 40", length_of_history=1),
+        _run("lstm", 5, 1, status="error: MemoryError: x", length_of_history=0),
+        _run("lstm", 10, 1, steps=500)]
+
+
+def test_every_sweep_figure_is_a_png(tmp_path):
+  for name, draw in [("a.png", plots.accuracy_vs_length),
+                     ("c.png", plots.training_curves)]:
+    draw(ROWS, str(tmp_path / name))
+    assert (tmp_path / name).read_bytes().startswith(PNG)
+  plots.steps_to_solve(ROWS, str(tmp_path / "s.png"), budget=500)
+  assert (tmp_path / "s.png").read_bytes().startswith(PNG)
+
+
+def test_a_run_stopped_when_solved_keeps_its_last_value():
+  padded = plots._padded(ROWS[0], "accuracy", 5)  # pylint: disable=protected-access
+  np.testing.assert_allclose(padded, [0.1, 0.2, 0.3, 0.3, 0.3])
+  diverged = plots._padded(ROWS[2], "loss", 3)  # pylint: disable=protected-access
+  assert diverged[0] == 2.0 and np.isnan(diverged[1:]).all()
