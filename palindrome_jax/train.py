@@ -232,9 +232,9 @@ def init_states(cfg: RunConfig, seeds: Sequence[int],
   init_keys, train_keys, _, _ = _stack_keys(seeds, cfg)
   if sharding is not None:
     init_keys, train_keys = jax.device_put((init_keys, train_keys), sharding)
-  # The initial state does not depend on the length: compile it once for all.
-  state = _init_seeds(init_keys, train_keys,
-                      dataclasses.replace(cfg.program(), length=1, unroll=1))
+  # The init may depend on the length (--chrono_per_digit), so it compiles
+  # per (cell, length), as the chunk does; it is a small program.
+  state = _init_seeds(init_keys, train_keys, cfg.program())
   if sharding is not None:
     # Constant leaves (zero biases, step counters) come out replicated; put
     # every leaf's seed axis where the chunk program leaves it, so the

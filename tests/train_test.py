@@ -475,3 +475,13 @@ def test_a_stopped_run_resumed_from_its_checkpoint_is_the_same_run(tmp_path):
   for a, b in zip(whole, resumed):
     assert (a.history, a.steps_to_solve, a.test_accuracy, a.train_steps) == (
         b.history, b.steps_to_solve, b.test_accuracy, b.train_steps)
+
+
+def test_chrono_per_digit_initialises_at_the_run_length():
+  cfg = dataclasses.replace(TINY, cell="lstm", length=6, chrono_per_digit=2.0,
+                            train_steps=20)
+  state = train.init_states(cfg, (0,))
+  b_f = np.asarray(state.params["cell"]["b"][0, 16:32])  # Gates i, f, g, o.
+  assert b_f.min() >= 0.0 and b_f.max() <= np.log(11.0) + 1e-6  # T_max = 12.
+  assert b_f.max() > 1.0
+  assert train.train_and_evaluate(cfg, (0,)).seeds[0].status == "ok"
