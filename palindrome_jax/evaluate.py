@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional
 import jax
 import numpy as np
 
+from palindrome_jax import config as config_lib
 from palindrome_jax import results as results_lib
 from palindrome_jax import train
 from palindrome_jax.results import Run
@@ -41,8 +42,7 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
   """
   base = base_config(results_dir)
   results = results_lib.ResultsDir(results_dir, base.training_settings(),
-                                   defaults=train.RunConfig(
-                                   ).training_settings())
+                                   defaults=config_lib.absent_settings())
   if eval_batches:
     base = dataclasses.replace(base, eval_batches=eval_batches)
   rows = []

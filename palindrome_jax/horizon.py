@@ -190,8 +190,7 @@ def run_horizon(config: HorizonConfig, results_dir: str,
   results = results_lib.ResultsDir(results_dir,
                                    config.base.training_settings(),
                                    what="a horizon search",
-                                   defaults=train.RunConfig(
-                                   ).training_settings())
+                                   defaults=config.absent_settings())
   pool = devices_lib.DevicePool(devices or jax.local_devices())
   content = {"settings": config.settings(), "cells": {}}
   lock = threading.Lock()

@@ -296,7 +296,7 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
   """
   results = results_lib.ResultsDir(
       results_dir, sweep.training_settings(),
-      defaults=train.RunConfig().training_settings())
+      defaults=config.absent_settings())
   pool = devices_lib.DevicePool(devices or jax.local_devices())
   outcome = Outcome([], [])
   stop = stop or (lambda: False)

@@ -161,11 +161,13 @@ def evaluate(params: Any, eval_key: jax.Array, cfg: RunConfig,
 
 
 def solve_check(params: Any, key: jax.Array, step: jax.Array,
-                cfg: RunConfig) -> jax.Array:
-  """Accuracy on :data:`CHECK_BATCHES` held-out batches, fresh at each
-  ``step`` (from ``key``, apart from training and the final test)."""
-  return evaluate(params, jax.random.fold_in(key, step), cfg,
-                  CHECK_BATCHES)["accuracy"]
+                cfg: RunConfig, num_batches: int = CHECK_BATCHES,
+                stream: int = 0) -> jax.Array:
+  """Accuracy on ``num_batches`` held-out batches, fresh at each ``step``
+  (from ``key``, apart from training and the final test); ``stream`` 1 draws
+  the confirmation's batches, apart from the check's."""
+  key = jax.random.fold_in(jax.random.fold_in(key, stream), step)
+  return evaluate(params, key, cfg, num_batches)["accuracy"]
 
 
 
@@ -179,8 +181,9 @@ _chunk_seeds = jax.jit(jax.vmap(train_chunk, in_axes=(0, 0, None, None)),
                        static_argnums=(2, 3), donate_argnums=0)
 _evaluate_seeds = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None, None)),
                           static_argnums=(2, 3))
-_check_seeds = jax.jit(jax.vmap(solve_check, in_axes=(0, 0, None, None)),
-                       static_argnums=3)
+_check_seeds = jax.jit(
+    jax.vmap(solve_check, in_axes=(0, 0, None, None, None, None)),
+    static_argnums=(3, 4, 5))
 
 
 @dataclasses.dataclass
@@ -337,14 +340,26 @@ def train_and_evaluate(
     history["loss"].append([float(x) for x in stats["loss"]])
     history["accuracy"].append([float(x) for x in stats["accuracy"]])
     if step % cfg.eval_every == 0:
-      accuracy = jax.device_get(_check_seeds(state.params, check_keys, step,
-                                             program))
+      accuracy = jax.device_get(_check_seeds(
+          state.params, check_keys, step, program, CHECK_BATCHES, 0))
       checks["step"].append(step)
       checks["accuracy"].append([float(a) for a in accuracy])
-      for i in range(len(seeds)):
-        if (solved_at[i] is None and diverged_at[i] is None
-            and accuracy[i] >= cfg.solved_accuracy):
-          solved_at[i] = step
+      passing = [i for i in range(len(seeds))
+                 if solved_at[i] is None and diverged_at[i] is None
+                 and accuracy[i] >= cfg.solved_accuracy]
+      confirmed = [None] * len(seeds)
+      if passing and cfg.confirm_batches:
+        # A pass on 10 batches is confirmed on many more before it counts:
+        # a run stopped on a lucky check would then miss the final test.
+        confirmed = [float(a) for a in jax.device_get(_check_seeds(
+            state.params, check_keys, step, program, cfg.confirm_batches, 1))]
+        passing = [i for i in passing
+                   if confirmed[i] >= cfg.solved_accuracy]
+      checks.setdefault("confirm_accuracy", []).append(
+          [confirmed[i] if accuracy[i] >= cfg.solved_accuracy else None
+           for i in range(len(seeds))])
+      for i in passing:
+        solved_at[i] = step
     if on_log is not None:
       on_log({"step": step, "loss": stats["loss"],
               "accuracy": stats["accuracy"],

@@ -210,3 +210,23 @@ def test_status_counts():
 
 def test_run_names():
   assert Run("lstm", 20, 42).name == "lstm_N20_seed42"
+
+
+def test_a_run_recorded_before_a_setting_existed_reads_as_its_old_value(
+    tmp_path):
+  # Runs recorded before confirm_batches existed were solve-checked without
+  # confirmation: they are reused only under --confirm_batches=0.
+  old = dataclasses.replace(TINY, confirm_batches=0)
+  sweep.run_sweep(config(base=old), str(tmp_path))
+  for path in (tmp_path / "runs").iterdir():
+    record = io.read_json(path)
+    del record["settings"]["confirm_batches"]
+    io.write_json(path, record)
+  config_json = io.read_json(tmp_path / "config.json")
+  del config_json["training_settings"]["confirm_batches"]
+  io.write_json(tmp_path / "config.json", config_json)
+  with pytest.raises(results.SettingsMismatchError, match="confirm_batches"):
+    sweep.run_sweep(config(), str(tmp_path))
+  trainer = CountingTrainer()
+  sweep.run_sweep(config(base=old), str(tmp_path), train_fn=trainer)
+  assert trainer.calls == []

@@ -485,3 +485,27 @@ def test_chrono_per_digit_initialises_at_the_run_length():
   assert b_f.min() >= 0.0 and b_f.max() <= np.log(11.0) + 1e-6  # T_max = 12.
   assert b_f.max() > 1.0
   assert train.train_and_evaluate(cfg, (0,)).seeds[0].status == "ok"
+
+
+def test_a_check_that_is_not_confirmed_does_not_count(monkeypatch):
+  # The 10-batch check passes, but the confirmation on more held-out batches
+  # says otherwise: the run is not solved and trains on to its budget.
+  real = train._check_seeds  # pylint: disable=protected-access
+
+  def unconfirmed(params, keys, step, program, num_batches, stream):
+    accuracy = real(params, keys, step, program, num_batches, stream)
+    return accuracy * 0 if stream == 1 else accuracy
+
+  monkeypatch.setattr(train, "_check_seeds", unconfirmed)
+  cfg = dataclasses.replace(EASY, stop_when_solved=True)
+  result = train.train_and_evaluate(cfg, (0,)).seeds[0]
+  assert result.steps_to_solve is None
+  assert result.train_steps == EASY.train_steps
+  checks = result.history["check_accuracy"]
+  assert max(checks) >= EASY.solved_accuracy  # The check alone would pass.
+  # Without confirmation the same check stops it.
+  monkeypatch.setattr(train, "_check_seeds", real)
+  alone = train.train_and_evaluate(
+      dataclasses.replace(cfg, confirm_batches=0), (0,)).seeds[0]
+  assert alone.steps_to_solve is not None
+  assert alone.steps_to_solve < EASY.train_steps
