@@ -107,8 +107,8 @@ class ResultsDir:
     self.root = root
     self.settings = jsonable(settings)
     self.what = what
-    # A setting added in a later version reads, in older records, as its
-    # default: their runs stay reusable.
+    # A setting added in a later version reads, in older records, as what
+    # those runs trained with (config.absent_settings()).
     self.defaults = jsonable(defaults or {})
 
   def _differing(self, other: dict) -> list[str]:
