@@ -312,11 +312,14 @@ def markdown_report(content: dict) -> str:
            "## Every length tried", ""]
   for cell, entry in content["cells"].items():
     for e in entry["evaluations"]:
+      steps = [report.MISSING if x is None else str(x)
+               for x in e["steps_to_solve"]]
       lines.append(
-          f"- {cell} N={e['length']}: seeds {e['seeds']}, test accuracy (%) "
-          f"{[report.percent(a) for a in e['accuracies']]}, steps to solve "
-          f"{[s if s is not None else report.MISSING for s in e['steps_to_solve']]}"
-          f", status {sorted(set(e['statuses']))}")
+          f"- {cell} N={e['length']} (seeds "
+          f"{', '.join(str(x) for x in e['seeds'])}): test accuracy "
+          f"{', '.join(report.percent(a) for a in e['accuracies'])} %; "
+          f"steps to solve {', '.join(steps)}; "
+          f"{', '.join(sorted(set(e['statuses'])))}")
   lines += ["", "## Settings", "",
             *report.table(["setting", "value"], [
                 [k, v] for k, v in sorted(settings["training"].items())]),
