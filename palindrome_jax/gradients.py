@@ -32,7 +32,7 @@ import optax
 
 from palindrome_jax import cells as cells_lib
 from palindrome_jax import data
-from palindrome_jax import config
+from palindrome_jax import config as config_lib
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import io
 from palindrome_jax import model
@@ -211,7 +211,7 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
   from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
   directory = results_lib.ResultsDir(
       results_dir, base.training_settings(), what="a gradients run",
-      defaults=config.absent_settings())
+      defaults=config_lib.absent_settings())
   pool = devices_lib.DevicePool(devices or jax.local_devices())
   content = {
       "length": length,

@@ -27,7 +27,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from palindrome_jax import config
+from palindrome_jax import config as config_lib
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import io
 from palindrome_jax import progress as progress_lib
@@ -47,25 +47,25 @@ class HorizonConfig:
   cells: tuple[str, ...] = ("rnn", "lstm")
   seeds: tuple[int, ...] = (42,)
   base: train.RunConfig = train.RunConfig(stop_when_solved=True)
-  min_length: int = config.setting(
+  min_length: int = config_lib.setting(
       5, "Shortest N tried; the search doubles from here.",
-      config.positive_int)
-  max_length: int = config.setting(200, "Longest N tried.",
-                                   config.positive_int)
-  checkpoint_every: int = config.setting(
+      config_lib.positive_int)
+  max_length: int = config_lib.setting(200, "Longest N tried.",
+                                   config_lib.positive_int)
+  checkpoint_every: int = config_lib.setting(
       1000, "Save each run's training state every this many steps (a "
       "multiple of --log_every), so a killed search continues mid-run; 0: "
-      "never.", config.non_negative_int)
-  vmap_seeds: bool = config.setting(False, devices_lib.VMAP_SEEDS_HELP)
+      "never.", config_lib.non_negative_int)
+  vmap_seeds: bool = config_lib.setting(False, devices_lib.VMAP_SEEDS_HELP)
 
   def __post_init__(self):
-    config.check_fields(self)
+    config_lib.check_fields(self)
     if self.max_length < self.min_length:
-      raise config.ConfigError(
+      raise config_lib.ConfigError(
           "max_length", f"{self.max_length} is below --min_length "
           f"({self.min_length})")
     if self.checkpoint_every % self.base.log_every:
-      raise config.ConfigError(
+      raise config_lib.ConfigError(
           "checkpoint_every", f"{self.checkpoint_every} is not a multiple of "
           f"--log_every ({self.base.log_every})")
 
@@ -190,7 +190,7 @@ def run_horizon(config: HorizonConfig, results_dir: str,
   results = results_lib.ResultsDir(results_dir,
                                    config.base.training_settings(),
                                    what="a horizon search",
-                                   defaults=config.absent_settings())
+                                   defaults=config_lib.absent_settings())
   pool = devices_lib.DevicePool(devices or jax.local_devices())
   content = {"settings": config.settings(), "cells": {}}
   lock = threading.Lock()

@@ -23,7 +23,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from palindrome_jax import config
+from palindrome_jax import config as config_lib
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import io
 from palindrome_jax import progress as progress_lib
@@ -50,16 +50,16 @@ class SweepConfig:
   lengths: tuple[int, ...] = (5, 10, 15, 20)
   seeds: tuple[int, ...] = (42,)
   base: train.RunConfig = train.RunConfig()
-  checkpoint_every: int = config.setting(
+  checkpoint_every: int = config_lib.setting(
       0, "Save the training state every this many steps (a multiple of "
       "--log_every) so a killed run continues from there; 0: never.",
-      config.non_negative_int)
-  vmap_seeds: bool = config.setting(False, devices_lib.VMAP_SEEDS_HELP)
+      config_lib.non_negative_int)
+  vmap_seeds: bool = config_lib.setting(False, devices_lib.VMAP_SEEDS_HELP)
 
   def __post_init__(self):
-    config.check_fields(self)
+    config_lib.check_fields(self)
     if self.checkpoint_every % self.base.log_every:
-      raise config.ConfigError(
+      raise config_lib.ConfigError(
           "checkpoint_every", f"{self.checkpoint_every} is not a multiple of "
           f"--log_every ({self.base.log_every})")
 
@@ -296,7 +296,7 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
   """
   results = results_lib.ResultsDir(
       results_dir, sweep.training_settings(),
-      defaults=config.absent_settings())
+      defaults=config_lib.absent_settings())
   pool = devices_lib.DevicePool(devices or jax.local_devices())
   outcome = Outcome([], [])
   stop = stop or (lambda: False)
