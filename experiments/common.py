@@ -4,6 +4,7 @@ Training options are defined once here; ``sweep``, ``horizon``, ``gradients``
 and ``benchmark`` all read them, so a recipe carries from one tool to another.
 """
 
+import contextlib
 import dataclasses
 import importlib
 import sys
@@ -16,6 +17,7 @@ from absl import logging
 
 from palindrome_jax import cells
 from palindrome_jax import config
+from palindrome_jax import results as results_lib
 from palindrome_jax import train
 from palindrome_jax import validation
 
@@ -202,6 +204,27 @@ def check_memory(base: train.RunConfig, cells: tuple[str, ...],
           f"{base.batch_size} and --num_hidden={base.num_hidden} needs about "
           f"{needed / 1e9:.1f} GB to train (estimated); {devices[0]} has "
           f"{available / 1e9:.1f} GB available")
+
+
+@contextlib.contextmanager
+def training(base: train.RunConfig, cells: tuple[str, ...],
+             lengths: tuple[int, ...]):
+  """What every training entrypoint does around its one library call:
+  devices set up and announced once the runs are known to fit, Ctrl-C
+  handled (yields ``(devices, stop)``), a results directory that refuses the
+  run reported as a ``--results_dir`` error, and after Ctrl-C the line to
+  rerun and exit status 130."""
+  devices = configure_devices()
+  check_memory(base, cells, lengths, devices)
+  describe_devices(devices)
+  with stop_on_interrupt() as stop:
+    try:
+      yield devices, stop
+    except (results_lib.SettingsMismatchError, results_lib.BusyError) as error:
+      raise validation.FlagError("results_dir", str(error)) from None
+  if stop():
+    print("interrupted; rerun the same command to continue", file=sys.stderr)
+    sys.exit(130)
 
 
 def stop_on_interrupt():

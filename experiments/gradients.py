@@ -7,13 +7,11 @@ For every cell, trains at --length and measures the mean over a batch of
 training. Writes gradients.json and gradients.png in --results_dir.
 """
 
-import sys
 
 from absl import flags
 
 from experiments import common
 from palindrome_jax import gradients
-from palindrome_jax import results as results_lib
 from palindrome_jax import validation
 
 LENGTH = flags.DEFINE_integer("length", 20, "Palindrome length N to train "
@@ -38,22 +36,13 @@ def main(argv):
   base = common.base_run_config(length=LENGTH.value)
   seeds = common.seed_values()
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
-  devices = common.configure_devices()
-  common.check_memory(base, cells, (LENGTH.value,), devices)
-  common.describe_devices(devices)
-  with common.stop_on_interrupt() as stop:
-    try:
-      results = gradients.run_gradients(base, cells, LENGTH.value, seeds,
-                                        results_dir, devices=devices,
-                                        overwrite=OVERWRITE.value, stop=stop)
-    except (results_lib.SettingsMismatchError, results_lib.BusyError) as error:
-      raise validation.FlagError("results_dir", str(error)) from None
-  if stop():
-    print("interrupted; rerun the same command to continue", file=sys.stderr)
-    sys.exit(130)
-  print(gradients.summary_table(results))
-  print(f"Results in {results_dir}/")
-
+  with common.training(base, cells, (LENGTH.value,)) as (devices, stop):
+    results = gradients.run_gradients(base, cells, LENGTH.value, seeds,
+                                      results_dir, devices=devices,
+                                      overwrite=OVERWRITE.value, stop=stop)
+    if not stop():
+      print(gradients.summary_table(results))
+      print(f"Results in {results_dir}/")
 
 if __name__ == "__main__":
   common.run(main)

@@ -10,13 +10,11 @@ here). Writes horizon.json, horizon.md, horizon.png and steps_to_solve.png in
 trained.
 """
 
-import sys
 
 from absl import flags
 
 from experiments import common
 from palindrome_jax import horizon
-from palindrome_jax import results as results_lib
 from palindrome_jax import validation
 
 flags.FLAGS.set_default("stop_when_solved", True)
@@ -42,22 +40,12 @@ def main(argv):
                              cells=cells, seeds=common.seed_values(),
                              base=base)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
-  devices = common.configure_devices()
-  common.check_memory(base, cells, (config.max_length,), devices)
-  common.describe_devices(devices)
-  with common.stop_on_interrupt() as stop:
-    try:
-      content = horizon.run_horizon(config, results_dir,
-                                    overwrite=OVERWRITE.value,
-                                    devices=devices, stop=stop)
-    except (results_lib.SettingsMismatchError, results_lib.BusyError) as error:
-      raise validation.FlagError("results_dir", str(error)) from None
-  print(horizon.summary_table(content))
-  print(f"Results in {results_dir}/")
-  if stop():
-    print("interrupted; rerun the same command to continue", file=sys.stderr)
-    sys.exit(130)
-
+  with common.training(base, cells, (config.max_length,)) as (devices, stop):
+    content = horizon.run_horizon(config, results_dir,
+                                  overwrite=OVERWRITE.value, devices=devices,
+                                  stop=stop)
+    print(horizon.summary_table(content))
+    print(f"Results in {results_dir}/")
 
 if __name__ == "__main__":
   common.run(main)

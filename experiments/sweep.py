@@ -12,7 +12,6 @@ import sys
 from absl import flags
 
 from experiments import common
-from palindrome_jax import results as results_lib
 from palindrome_jax import sweep
 from palindrome_jax import validation
 
@@ -41,28 +40,18 @@ def main(argv):
                              lengths=lengths, seeds=common.seed_values(),
                              base=base)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
-  devices = common.configure_devices()
-  common.check_memory(base, cells, lengths, devices)
-  common.describe_devices(devices)
-  with common.stop_on_interrupt() as stop:
-    try:
-      outcome = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,
-                                devices=devices, stop=stop)
-    except (results_lib.SettingsMismatchError, results_lib.BusyError) as error:
-      raise validation.FlagError("results_dir", str(error)) from None
-  print(sweep.summary_table(outcome.rows))
-  print(f"Results in {results_dir}/")
-  counts = outcome.counts
-  print(f"this run: {counts['ok']} ok, {counts['diverged']} diverged, "
-        f"{counts['failed']} failed"
-        + (f", {len(outcome.write_errors)} not saved"
-           if outcome.write_errors else ""))
-  if outcome.interrupted:
-    print("interrupted; rerun the same command to continue", file=sys.stderr)
-    sys.exit(130)
+  with common.training(base, cells, lengths) as (devices, stop):
+    outcome = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,
+                              devices=devices, stop=stop)
+    print(sweep.summary_table(outcome.rows))
+    print(f"Results in {results_dir}/")
+    counts = outcome.counts
+    print(f"this run: {counts['ok']} ok, {counts['diverged']} diverged, "
+          f"{counts['failed']} failed"
+          + (f", {len(outcome.write_errors)} not saved"
+             if outcome.write_errors else ""))
   if counts["failed"] or outcome.write_errors:
     sys.exit(1)
-
 
 if __name__ == "__main__":
   common.run(main)
