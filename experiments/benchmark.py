@@ -15,11 +15,8 @@ from experiments import common
 from palindrome_jax import benchmark
 from palindrome_jax import validation
 
-LENGTHS = flags.DEFINE_string("lengths", "5,20",
-                              "Comma-separated palindrome lengths N to time.")
 BENCHMARK_FLAGS = common.define_flags(
-    benchmark.BenchmarkConfig, skip=("cells", "lengths", "base", "seed",
-                                     "methods"))
+    benchmark.BenchmarkConfig, skip=("cells", "base", "seed", "methods"))
 RESULTS_DIR = flags.DEFINE_string("results_dir", "benchmark_results",
                                   "Where benchmark.json, .md and .png go.")
 TORCH = flags.DEFINE_string(
@@ -36,10 +33,9 @@ def main(argv):
     raise validation.FlagError("seeds", "the benchmark trains one seed per "
                                f"method; got {common.SEEDS.value}")
   seed = common.seed_values()[0]
-  config = benchmark.validate(common.from_flags(
+  config = common.from_flags(
       benchmark.BenchmarkConfig, BENCHMARK_FLAGS, cells=common.cell_names(),
-      lengths=validation.int_list("lengths", LENGTHS.value, minimum=1),
-      base=common.base_run_config(), seed=seed))
+      base=common.base_run_config(), seed=seed)
   if TORCH.value not in benchmark_torch.MODES:
     raise validation.FlagError("torch", f"unknown {TORCH.value!r}; choose "
                                f"from {', '.join(benchmark_torch.MODES)}")

@@ -5,36 +5,50 @@ and ``benchmark`` all read them, so a recipe carries from one tool to another.
 """
 
 import contextlib
+import os
 import dataclasses
 import importlib
 import sys
 import textwrap
-from typing import Any
+from typing import Any, Optional
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from palindrome_jax import cells
 from palindrome_jax import config
 from palindrome_jax import results as results_lib
+from palindrome_jax import sweep as sweep_lib
 from palindrome_jax import train
 from palindrome_jax import validation
 
 
-def define_flags(config_class, skip=()) -> dict[str, Any]:
+def define_flags(config_class, skip=(), only=None,
+                 flag_values=None) -> dict[str, Any]:
   """One flag per field of ``config_class`` that has help text (see
   :func:`palindrome_jax.config.setting`): same name (or the field's
-  ``flag``), its default, its help. Returns ``{field name: FlagHolder}``."""
+  ``flag``), its default, its help. A tuple field is a comma-separated
+  string flag. ``only``: just these fields. Returns
+  ``{field name: FlagHolder}``. ``flag_values``: where to define them
+  (default absl's ``FLAGS``)."""
+  flag_values = flags.FLAGS if flag_values is None else flag_values
   holders = {}
   for field in dataclasses.fields(config_class):
-    if field.name in skip or "help" not in field.metadata:
+    if (field.name in skip or (only is not None and field.name not in only)
+        or not field.metadata.get("help")):
       continue
     name = field.metadata.get("flag") or field.name
-    kind = field.metadata.get("flag_type") or type(field.default)
+    default = field.default
+    if isinstance(default, tuple):
+      holders[field.name] = flags.DEFINE_string(
+          name, ",".join(map(str, default)), field.metadata["help"],
+          flag_values=flag_values)
+      continue
+    kind = field.metadata.get("flag_type") or type(default)
     define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
               float: flags.DEFINE_float, str: flags.DEFINE_string}[kind]
-    holders[field.name] = define(name, field.default, field.metadata["help"])
+    holders[field.name] = define(name, default, field.metadata["help"],
+                                 flag_values=flag_values)
   return holders
 
 
@@ -46,12 +60,50 @@ def flag_name(config_class, field_name: str) -> str:
   return field_name
 
 
+def parse_items(flag: str, text: Optional[str], kind: type) -> tuple:
+  """``"5, 10,15"`` to ``(5, 10, 15)`` (``kind`` int) or names (``kind``
+  str); an empty text is ``()``, for the field's check to refuse."""
+  if not text or not text.strip():
+    return ()
+  values = []
+  for item in (item.strip() for item in text.split(",")):
+    if not item:
+      raise validation.FlagError(flag, f"empty item in {text!r}")
+    try:
+      values.append(kind(item))
+    except ValueError:
+      raise validation.FlagError(
+          flag, f"{item!r} is not {'an integer' if kind is int else 'a ' + kind.__name__} "
+          f"(in {text!r})") from None
+  return tuple(values)
+
+
+def checked(flag: str, value: Any, check: config.Check) -> Any:
+  """``value`` if ``check`` passes it, else the one-line flag error."""
+  problem = check(value)
+  if problem:
+    raise validation.FlagError(flag, problem)
+  return value
+
+
+def _flag_value(config_class, field_name: str, holder) -> Any:
+  """The value a flag gives its field: for a tuple field, its
+  comma-separated items as the type of its default's items."""
+  default = next(f.default for f in dataclasses.fields(config_class)
+                 if f.name == field_name)
+  if not isinstance(default, tuple):
+    return holder.value
+  return parse_items(holder.name, holder.value,
+                     type(default[0]) if default else str)
+
+
 def from_flags(config_class, holders: dict[str, Any], **values):
   """``config_class(**values, **flag values)``; a bad value is a
   :class:`FlagError` naming its flag."""
   try:
-    return config_class(**values, **{name: holder.value
-                                     for name, holder in holders.items()})
+    return config_class(**values, **{
+        name: _flag_value(config_class, name, holder)
+        for name, holder in holders.items()})
   except config.ConfigError as error:
     raise validation.FlagError(flag_name(config_class, error.field),
                                error.problem) from None
@@ -59,10 +111,8 @@ def from_flags(config_class, holders: dict[str, Any], **values):
 
 # Every training setting: one flag per field of RunConfig.
 RUN_FLAGS = define_flags(config.RunConfig, skip=("cell", "length"))
-CELLS = flags.DEFINE_string(
-    "cells", "rnn,lstm",
-    "Comma-separated cell names from the registry (built in: "
-    f"{', '.join(cells.names())}; more with --cell_module).")
+# What to train: --cells (the tools' ``cells`` field), --seeds and --seed.
+CELL_FLAGS = define_flags(sweep_lib.SweepConfig, only=("cells",))
 CELL_MODULE = flags.DEFINE_string(
     "cell_module", None,
     "Python module to import before anything else, e.g. my_cells: it may "
@@ -70,7 +120,8 @@ CELL_MODULE = flags.DEFINE_string(
 SEEDS = flags.DEFINE_integer(
     "seeds", 1, "Number of seeds per (cell, length): seeds --seed, --seed+1, "
     "...; each trains as its own run (see --vmap_seeds).")
-SEED = flags.DEFINE_integer("seed", 42, "First seed; seeds are seed, seed+1, ...")
+SEED = flags.DEFINE_integer("seed", config.FIRST_SEED,
+                            "First seed; seeds are seed, seed+1, ...")
 CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0,
     "On CPU, expose this many devices so independent runs use every core "
@@ -96,10 +147,19 @@ COMPILATION_CACHE_DIR = flags.DEFINE_string(
 FLAGS = flags.FLAGS
 
 
+def define_results_flags(default: str, help: str):  # pylint: disable=redefined-builtin
+  """``--results_dir`` (this tool's default and help) and ``--overwrite``,
+  for the tools that train into a results directory. Call before
+  ``flags.adopt_module_key_flags(common)``."""
+  return (flags.DEFINE_string("results_dir", default, help),
+          flags.DEFINE_bool(
+              "overwrite", False, "Replace the runs in --results_dir trained "
+              "with other training settings (otherwise that is refused)."))
+
+
 def configure_devices() -> list:
   """Applies --cpu_devices (before JAX starts its backends) and returns the
   devices of the default backend."""
-  import os  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   if CPU_DEVICES.value < 0:
     raise validation.FlagError("cpu_devices",
@@ -157,8 +217,10 @@ def import_cell_module() -> None:
 
 
 def cell_names() -> tuple[str, ...]:
+  """--cells, once --cell_module has registered its cells, checked."""
   import_cell_module()
-  return validation.name_list("cells", CELLS.value, cells.names())
+  return checked("cells", _flag_value(sweep_lib.SweepConfig, "cells",
+                                      CELL_FLAGS["cells"]), config.cell_tuple)
 
 
 def seed_values() -> tuple[int, ...]:
@@ -166,10 +228,10 @@ def seed_values() -> tuple[int, ...]:
     raise validation.FlagError("seeds", f"must be >= 1, got {SEEDS.value}")
   if SEED.value < 0:
     raise validation.FlagError("seed", f"must be >= 0, got {SEED.value}")
-  if SEED.value + SEEDS.value > 2**31:
+  if SEED.value + SEEDS.value > config.LARGEST_SEED + 1:
     raise validation.FlagError(
         "seed", f"seeds {SEED.value}..{SEED.value + SEEDS.value - 1} exceed "
-        f"the largest seed, {2**31 - 1}")
+        f"the largest seed, {config.LARGEST_SEED}")
   return tuple(range(SEED.value, SEED.value + SEEDS.value))
 
 
@@ -230,8 +292,7 @@ def training(base: train.RunConfig, cells: tuple[str, ...],
 def stop_on_interrupt():
   """A context whose value, called, says whether Ctrl-C was pressed: the
   first stops every run at the end of its chunk, a second exits at once."""
-  from palindrome_jax import sweep  # pylint: disable=g-import-not-at-top
-  return sweep.StopRequest().on_sigint()
+  return sweep_lib.StopRequest().on_sigint()
 
 
 # --help shows the flags an entrypoint uses in these groups; the rest of its
@@ -283,7 +344,10 @@ def _parse_flags(argv):
     app.usage(shorthelp=False, writeto_stdout=True, exitcode=0)
   if any(arg in ("-h", "-help", "--help", "-?", "--helpshort")
          for arg in argv[1:]):
-    print(help_text())
+    try:
+      print(help_text(), flush=True)
+    except BrokenPipeError:  # `--help | head`: the reader has what it wants.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
   try:
     return FLAGS(argv)

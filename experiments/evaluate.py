@@ -11,6 +11,7 @@ from absl import flags
 
 from experiments import common
 from palindrome_jax import cells as cells_lib
+from palindrome_jax import config as config_lib
 from palindrome_jax import evaluate
 from palindrome_jax import io
 from palindrome_jax import validation
@@ -35,7 +36,8 @@ def main(argv):
     raise validation.FlagError("results_dir",
                                f"{results_dir!r} holds no sweep results"
                                ) from None
-  lengths = (validation.int_list("lengths", LENGTHS.value)
+  lengths = (common.checked("lengths", common.parse_items(
+      "lengths", LENGTHS.value, int), config_lib.length_tuple)
              if LENGTHS.value is not None else None)
   validation.writable_dir("results_dir", results_dir)
   cells = (common.cell_names() if common.FLAGS["cells"].present else None)
@@ -46,8 +48,9 @@ def main(argv):
     raise validation.FlagError(
         "cell_module", f"the sweep used cells {missing} that are not "
         "registered; pass the module that registers them")
-  eval_batches = (validation.positive("eval_batches",
-                                      common.RUN_FLAGS["eval_batches"].value)
+  eval_batches = (common.checked("eval_batches",
+                                 common.RUN_FLAGS["eval_batches"].value,
+                                 config_lib.positive_int)
                   if common.FLAGS["eval_batches"].present else None)
   del config
   common.configure_devices()

@@ -16,13 +16,9 @@ from palindrome_jax import validation
 
 LENGTH = flags.DEFINE_integer("length", 20, "Palindrome length N to train "
                               "and measure at.")
-RESULTS_DIR = flags.DEFINE_string("results_dir", "results/gradients",
-                                  "Where gradients.json and .png go (and the "
-                                  "trained runs, reused by a rerun).")
-OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False,
-    "Replace runs in --results_dir trained with other settings (otherwise "
-    "that is refused).")
+RESULTS_DIR, OVERWRITE = common.define_results_flags(
+    "results/gradients", "Where gradients.json and .png go (and the trained "
+    "runs, reused by a rerun).")
 
 
 # --help lists the shared flags too (training, devices, cells).

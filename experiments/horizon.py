@@ -19,12 +19,8 @@ from palindrome_jax import validation
 
 flags.FLAGS.set_default("stop_when_solved", True)
 flags.DEFINE_alias("threshold", "solved_accuracy")
-RESULTS_DIR = flags.DEFINE_string("results_dir", "results/horizon",
-                                  "Where horizon.json, .md and .png go.")
-OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False,
-    "Replace a search in --results_dir made with other settings (otherwise "
-    "that is refused).")
+RESULTS_DIR, OVERWRITE = common.define_results_flags(
+    "results/horizon", "Where horizon.json, .md and .png go.")
 HORIZON_FLAGS = common.define_flags(horizon.HorizonConfig,
                                     skip=("cells", "seeds", "base"))
 

@@ -15,17 +15,10 @@ from experiments import common
 from palindrome_jax import sweep
 from palindrome_jax import validation
 
-LENGTHS = flags.DEFINE_string("lengths", "5,10,15,20",
-                              "Comma-separated palindrome lengths N (digits "
-                              "read before predicting the last).")
-RESULTS_DIR = flags.DEFINE_string("results_dir", "results",
-                                  "Where results, plots and tables go.")
-OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False,
-    "Replace the runs in a --results_dir that holds a sweep with other "
-    "training settings (otherwise that is refused).")
+RESULTS_DIR, OVERWRITE = common.define_results_flags(
+    "results", "Where results, plots and tables go.")
 SWEEP_FLAGS = common.define_flags(sweep.SweepConfig,
-                                  skip=("cells", "lengths", "seeds", "base"))
+                                  skip=("cells", "seeds", "base"))
 
 
 # --help lists the shared flags too (training, devices, cells).
@@ -33,14 +26,12 @@ flags.adopt_module_key_flags(common)
 
 def main(argv):
   del argv
-  cells = common.cell_names()
-  lengths = validation.int_list("lengths", LENGTHS.value, minimum=1)
   base = common.base_run_config()
-  config = common.from_flags(sweep.SweepConfig, SWEEP_FLAGS, cells=cells,
-                             lengths=lengths, seeds=common.seed_values(),
-                             base=base)
+  config = common.from_flags(sweep.SweepConfig, SWEEP_FLAGS,
+                             cells=common.cell_names(),
+                             seeds=common.seed_values(), base=base)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
-  with common.training(base, cells, lengths) as (devices, stop):
+  with common.training(base, config.cells, config.lengths) as (devices, stop):
     outcome = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,
                               devices=devices, stop=stop)
     print(sweep.summary_table(outcome.rows))

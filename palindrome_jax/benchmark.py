@@ -38,7 +38,6 @@ import optax
 from palindrome_jax import config as config_lib
 from palindrome_jax import data
 from palindrome_jax import train
-from palindrome_jax import validation
 
 # (key, label), in table and chart order.
 METHODS = (
@@ -54,8 +53,10 @@ LABELS = dict(METHODS)
 class BenchmarkConfig:
   """What to measure: every method for ``cells`` x ``lengths`` of ``base``."""
 
-  cells: tuple[str, ...] = ("rnn", "lstm")
-  lengths: tuple[int, ...] = (5, 20)
+  cells: tuple[str, ...] = config_lib.cells_setting()
+  lengths: tuple[int, ...] = config_lib.setting(
+      (5, 20), "Comma-separated palindrome lengths N to time.",
+      config_lib.length_tuple)
   base: train.RunConfig = train.RunConfig()
   steps: int = config_lib.setting(
       200, "Training steps per timed repeat of every method but eager; more "
@@ -65,11 +66,14 @@ class BenchmarkConfig:
   repeats: int = config_lib.setting(
       5, "Timed repeats per method; steps/s is their median.",
       config_lib.positive_int)
-  seed: int = 42
-  methods: tuple[str, ...] = tuple(key for key, _ in METHODS)
+  seed: int = config_lib.FIRST_SEED
+  methods: tuple[str, ...] = config_lib.setting(
+      tuple(key for key, _ in METHODS), None,
+      config_lib.tuple_of("methods", config_lib.one_of(tuple(LABELS))))
 
   def __post_init__(self):
     config_lib.check_fields(self)
+    self.run_configs()  # Each RunConfig checks itself when made.
     if self.steps > self.base.log_every and self.steps % self.base.log_every:
       raise config_lib.ConfigError(
           "steps", f"{self.steps} is not divisible by --log_every, the "
@@ -78,21 +82,6 @@ class BenchmarkConfig:
   def run_configs(self) -> list[train.RunConfig]:
     return [dataclasses.replace(self.base, cell=c, length=n)
             for c in self.cells for n in self.lengths]
-
-
-def validate(config: BenchmarkConfig) -> BenchmarkConfig:
-  """Raises on anything that would fail later (the fields checked
-  themselves when the config was made)."""
-  if not config.cells:
-    raise validation.FlagError("cells", "must not be empty")
-  if not config.lengths:
-    raise validation.FlagError("lengths", "must not be empty")
-  config.run_configs()  # Each RunConfig checks itself when made.
-  unknown = sorted(set(config.methods) - set(LABELS))
-  if unknown:
-    raise ValueError(f"methods must be some of {', '.join(LABELS)}; got "
-                     f"{', '.join(config.methods)}")
-  return config
 
 
 class Skip(Exception):
@@ -470,7 +459,6 @@ def run_benchmark(config: BenchmarkConfig,
                   machine_extra: Optional[dict[str, Any]] = None) -> Report:
   """Measures every method for every (cell, length): ``config.methods``,
   then ``extra_methods`` (in their order). Returns the :class:`Report`."""
-  validate(config)
   extra_methods = extra_methods or {}
   machine = {**machine_info(config), **(machine_extra or {})}
   logging.info("benchmark on %s (%s), JAX %s", machine["device_kind"],

@@ -18,6 +18,8 @@ from palindrome_jax import cells as cells_lib
 from palindrome_jax import data
 
 OPTIMIZERS = ("adam", "rmsprop")
+FIRST_SEED = 42  # The original notebook's seed; more seeds count up from it.
+LARGEST_SEED = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -117,10 +119,66 @@ def chrono(value) -> Optional[str]:
   return None
 
 
+def tuple_of(name: str, check_item: Check) -> Check:
+  """A check of a tuple: not empty, each item passes ``check_item``, no
+  item twice."""
+  def check(value):
+    if not isinstance(value, tuple):
+      return f"must be a tuple of {name}, got {value!r}"
+    if not value:
+      return "must not be empty"
+    for item in value:
+      problem = check_item(item)
+      if problem:
+        return problem
+    if len(set(value)) != len(value):
+      return f"repeated value in {','.join(map(str, value))}"
+    return None
+  return check
+
+
+def _length(value) -> Optional[str]:
+  if positive_int(value):
+    return f"length {value} is not an integer >= 1"
+  return None
+
+
+def _seed(value) -> Optional[str]:
+  if (isinstance(value, bool) or not isinstance(value, int)
+      or not 0 <= value <= LARGEST_SEED):
+    return f"seed {value} is not an integer in [0, {LARGEST_SEED}]"
+  return None
+
+
+cell_tuple = tuple_of("cell names", registered_cell)
+length_tuple = tuple_of("lengths", _length)
+seed_tuple = tuple_of("seeds", _seed)
+
+
+def cells_setting() -> Any:
+  """The ``cells`` field of the tools' configs (the ``--cells`` flag)."""
+  return setting(
+      ("rnn", "lstm"), "Comma-separated cell names from the registry (built "
+      f"in: {', '.join(cells_lib.names())}; more with --cell_module).",
+      cell_tuple)
+
+
+def seeds_setting() -> Any:
+  """The ``seeds`` field of the tools' configs (set by ``--seeds`` and
+  ``--seed``: how many, counting up from which)."""
+  return dataclasses.field(default=(FIRST_SEED,),
+                           metadata={"check": seed_tuple})
+
+
 def check_fields(instance) -> None:
-  """Runs the check of every :func:`setting` field of a dataclass;
-  the first bad value raises :class:`ConfigError`."""
+  """Runs the check of every :func:`setting` field of a dataclass (a list
+  given for a tuple field becomes a tuple first); the first bad value raises
+  :class:`ConfigError`."""
   for field in dataclasses.fields(instance):
+    value = getattr(instance, field.name)
+    if isinstance(field.default, tuple) and isinstance(value, list):
+      # A list where a tuple belongs: the same runs, kept hashable.
+      object.__setattr__(instance, field.name, tuple(value))
     check = field.metadata.get("check")
     problem = check and check(getattr(instance, field.name))
     if problem:

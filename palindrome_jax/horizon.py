@@ -44,8 +44,8 @@ TrainFn = Callable[..., train.GroupResult]
 class HorizonConfig:
   """What to search: ``cells``, each trained as ``base`` over ``seeds``."""
 
-  cells: tuple[str, ...] = ("rnn", "lstm")
-  seeds: tuple[int, ...] = (42,)
+  cells: tuple[str, ...] = config_lib.cells_setting()
+  seeds: tuple[int, ...] = config_lib.seeds_setting()
   base: train.RunConfig = train.RunConfig(stop_when_solved=True)
   min_length: int = config_lib.setting(
       5, "Shortest N tried; the search doubles from here.",

@@ -46,9 +46,11 @@ class SweepConfig:
   the same whatever the devices and the other seeds.
   """
 
-  cells: tuple[str, ...] = ("rnn", "lstm")
-  lengths: tuple[int, ...] = (5, 10, 15, 20)
-  seeds: tuple[int, ...] = (42,)
+  cells: tuple[str, ...] = config_lib.cells_setting()
+  lengths: tuple[int, ...] = config_lib.setting(
+      (5, 10, 15, 20), "Comma-separated palindrome lengths N (digits read "
+      "before predicting the last).", config_lib.length_tuple)
+  seeds: tuple[int, ...] = config_lib.seeds_setting()
   base: train.RunConfig = train.RunConfig()
   checkpoint_every: int = config_lib.setting(
       0, "Save the training state every this many steps (a multiple of "

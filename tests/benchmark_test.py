@@ -15,7 +15,6 @@ from palindrome_jax import benchmark
 from palindrome_jax import config
 from palindrome_jax import io
 from palindrome_jax import train
-from palindrome_jax import validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JAX_METHODS = ("eager", "jit_step", "compiled_loop", "flax_jit_step")
@@ -108,8 +107,12 @@ def test_a_bad_setting_names_its_field():
     tiny(steps=150)
   with pytest.raises(config.ConfigError, match="^repeats:"):
     tiny(repeats=0)
-  with pytest.raises(validation.FlagError, match="^--cells:"):
-    benchmark.validate(tiny(cells=()))
+  with pytest.raises(config.ConfigError, match="^cells: must not be empty"):
+    tiny(cells=())
+  with pytest.raises(config.ConfigError, match="^lengths: repeated value"):
+    tiny(lengths=(5, 5))
+  with pytest.raises(config.ConfigError, match="^methods: unknown 'fast'"):
+    tiny(methods=("jit_step", "fast"))
 
 
 def test_without_torch_installed(monkeypatch):

@@ -55,6 +55,38 @@ def test_cross_field_checks():
     horizon.HorizonConfig(min_length=9, max_length=4)
 
 
+RUNS_BAD = [
+    ("cells", (), "must not be empty"),
+    ("cells", ("rnn", "nope"), "unknown 'nope'"),
+    ("cells", ("rnn", "rnn"), "repeated value in rnn,rnn"),
+    ("lengths", (5, 0), "length 0 is not an integer >= 1"),
+    ("lengths", "5,10", "must be a tuple of lengths"),
+    ("seeds", (42, -1), "seed -1 is not an integer in"),
+    ("seeds", (2**31,), "is not an integer in"),
+]
+
+
+@pytest.mark.parametrize("field, value, problem", RUNS_BAD)
+def test_the_runs_of_a_sweep_are_checked(field, value, problem):
+  with pytest.raises(config.ConfigError) as error:
+    sweep.SweepConfig(**{field: value})
+  assert (error.value.field, problem in error.value.problem) == (field, True)
+
+
+def test_a_list_of_runs_is_taken_as_a_tuple():
+  config_ = sweep.SweepConfig(cells=["gru"], lengths=[3, 4], seeds=[1, 2])
+  assert (config_.cells, config_.lengths, config_.seeds) == (
+      ("gru",), (3, 4), (1, 2))
+  hash(config_)
+
+
+def test_the_tools_share_one_cells_default_and_help():
+  fields = [{f.name: f for f in dataclasses.fields(c)}["cells"]
+            for c in (sweep.SweepConfig, horizon.HorizonConfig)]
+  assert fields[0].default == fields[1].default == ("rnn", "lstm")
+  assert fields[0].metadata["help"] == fields[1].metadata["help"]
+
+
 def test_program_keeps_what_shapes_the_program_and_nothing_else():
   base = config.RunConfig(cell="gru", length=7, num_hidden=16)
   loop_only = dataclasses.replace(

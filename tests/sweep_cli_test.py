@@ -184,6 +184,15 @@ def test_help_exits_zero(help_run):
   assert code == 0
 
 
+def test_help_into_a_closed_pipe_is_quiet():
+  # `--help | head -3`: the reader goes away before the help is written.
+  process = _start(["--help"])
+  process.stdout.close()
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0
+  assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 def _not_a_directory(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a directory")
@@ -194,7 +203,13 @@ BAD_FLAGS = {
     "lengths_zero": ("--lengths=0", "lengths"),
     "lengths_empty_item": ("--lengths=5,,x", "lengths"),
     "lengths_empty": ("--lengths=", "lengths"),
+    "lengths_not_an_integer": ("--lengths=5,x", "lengths"),
+    "lengths_repeated": ("--lengths=5,5", "lengths"),
     "unknown_cell": ("--cells=foo", "cells"),
+    "cells_repeated": ("--cells=rnn,rnn", "cells"),
+    "cells_empty": ("--cells=", "cells"),
+    "seeds_zero": ("--seeds=0", "seeds"),
+    "seed_negative": ("--seed=-1", "seed"),
     "train_steps_zero": ("--train_steps=0", "train_steps"),
     "train_steps_negative": ("--train_steps=-5", "train_steps"),
     "learning_rate_zero": ("--learning_rate=0", "learning_rate"),

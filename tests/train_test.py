@@ -259,16 +259,17 @@ class _CompileLog(logging.Handler):
 
 @pytest.fixture(scope="module")
 def tiny_runs():
-  """train_and_evaluate on TINY twice, counting compiles of each call."""
+  """train_and_evaluate on TINY twice, then with another budget, counting
+  compiles of each call."""
   logger = logging.getLogger("jax")
   runs = []
-  for _ in range(2):
+  for cfg in (TINY, TINY, dataclasses.replace(TINY, train_steps=60)):
     handler = _CompileLog()
     logger.addHandler(handler)
     logs = []
     try:
       with jax.log_compiles(True):
-        result = train.train_and_evaluate(TINY, (0,), on_log=logs.append)
+        result = train.train_and_evaluate(cfg, (0,), on_log=logs.append)
     finally:
       logger.removeHandler(handler)
     runs.append((result, handler, logs))
@@ -303,8 +304,10 @@ def test_chunk_program_compiles_once_for_five_chunks(tiny_runs):
   assert handler.count("evaluate") == 1, handler.names
 
 
-def test_second_run_compiles_nothing_new(tiny_runs):
-  _, handler, _ = tiny_runs[1]
+@pytest.mark.parametrize("run", [1, 2], ids=["same_settings", "new_budget"])
+def test_a_later_run_compiles_nothing_new(tiny_runs, run):
+  result, handler, _ = tiny_runs[run]
+  assert result.seeds[0].history["step"][-1] == (100, 60)[run - 1]
   assert handler.count("train_chunk") == 0, handler.names
   assert handler.count("create_train_state") == 0, handler.names
   assert handler.count("evaluate") == 0, handler.names
