@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 
 from palindrome_jax import config
+from palindrome_jax import devices as devices_lib
 from palindrome_jax import results as results_lib
 from palindrome_jax import sweep as sweep_lib
 from palindrome_jax import train
@@ -247,7 +248,7 @@ def base_run_config(cell: str = "lstm", length: int = 5) -> train.RunConfig:
 def check_memory(base: train.RunConfig, cells: tuple[str, ...],
                  lengths: tuple[int, ...], devices: list) -> None:
   """Refuses, before anything compiles, runs that cannot fit on a device."""
-  available = train.device_memory(devices[0])
+  available = devices_lib.device_memory(devices[0])
   if available is None:
     return
   vmap = FLAGS["vmap_seeds"].value if "vmap_seeds" in FLAGS else False

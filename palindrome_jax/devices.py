@@ -134,3 +134,23 @@ def seed_sharding(devices: Sequence[jax.Device], num_seeds: int):
     mesh = jax.sharding.Mesh(np.array(devices), ("seeds",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
   return jax.sharding.SingleDeviceSharding(devices[0])
+
+
+def device_memory(device: jax.Device) -> Optional[int]:
+  """Bytes ``device`` can hold: the accelerator's limit, or on a CPU the
+  memory the operating system has available; None if unknown."""
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    pass
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"])
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None

@@ -446,23 +446,3 @@ def estimate_memory(cfg: RunConfig, num_seeds: int = 1) -> int:
   inputs = cfg.batch_size * cfg.length * cfg.input_dim * 4
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   return num_seeds * (cfg.length * per_step + inputs + 5 * param_bytes)
-
-
-def device_memory(device: jax.Device) -> Optional[int]:
-  """Bytes ``device`` can hold: the accelerator's limit, or on a CPU the
-  memory the operating system has available; None if unknown."""
-  stats = None
-  try:
-    stats = device.memory_stats()
-  except Exception:  # pylint: disable=broad-except
-    pass
-  if stats and stats.get("bytes_limit"):
-    return int(stats["bytes_limit"])
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return None

@@ -83,3 +83,15 @@ def test_two_processes_give_the_rows_of_one(tmp_path):
   # The runs were split: each process trained (and summarised) some of them.
   for _, err in outputs:
     assert 0 < err.count("test accuracy") < 8
+
+
+def test_device_memory_on_this_cpu_is_what_the_os_says_is_available():
+  import jax  # pylint: disable=g-import-not-at-top
+  from palindrome_jax import devices  # pylint: disable=g-import-not-at-top
+  if not os.path.exists("/proc/meminfo"):
+    pytest.skip("no /proc/meminfo")
+  with open("/proc/meminfo") as f:
+    available = next(int(line.split()[1]) * 1024 for line in f
+                     if line.startswith("MemAvailable:"))
+  measured = devices.device_memory(jax.devices("cpu")[0])
+  assert 0.5 * available < measured < 2 * available

@@ -512,3 +512,12 @@ def test_a_check_that_is_not_confirmed_does_not_count(monkeypatch):
       dataclasses.replace(cfg, confirm_batches=0), (0,)).seeds[0]
   assert alone.steps_to_solve is not None
   assert alone.steps_to_solve < EASY.train_steps
+
+
+def test_memory_estimate_counts_the_stored_activations_per_step_and_seed():
+  short, long = (train.estimate_memory(dataclasses.replace(TINY, length=n))
+                 for n in (10, 1000))
+  assert train.estimate_memory(dataclasses.replace(TINY, length=10), 3) == (
+      3 * short)
+  # Activations grow with N, parameters do not: ~100x for 100x the steps.
+  assert 50 < long / short < 101
