@@ -263,7 +263,9 @@ def tiny_runs():
   compiles of each call."""
   logger = logging.getLogger("jax")
   runs = []
-  for cfg in (TINY, TINY, dataclasses.replace(TINY, train_steps=60)):
+  for cfg in (TINY, TINY, dataclasses.replace(
+      TINY, train_steps=60, stop_when_solved=True, solved_accuracy=0.99,
+      eval_every=40)):
     handler = _CompileLog()
     logger.addHandler(handler)
     logs = []
@@ -277,7 +279,7 @@ def tiny_runs():
 
 
 def test_train_and_evaluate_is_deterministic(tiny_runs):
-  (first, _, _), (second, _, _) = tiny_runs
+  (first, _, _), (second, _, _) = tiny_runs[:2]
   a, b = first.seeds[0], second.seeds[0]
   assert a.status == b.status == "ok"
   assert a.history == b.history
@@ -304,7 +306,8 @@ def test_chunk_program_compiles_once_for_five_chunks(tiny_runs):
   assert handler.count("evaluate") == 1, handler.names
 
 
-@pytest.mark.parametrize("run", [1, 2], ids=["same_settings", "new_budget"])
+@pytest.mark.parametrize("run", [1, 2], ids=["same_settings",
+                                             "new_budget_and_stopping_rule"])
 def test_a_later_run_compiles_nothing_new(tiny_runs, run):
   result, handler, _ = tiny_runs[run]
   assert result.seeds[0].history["step"][-1] == (100, 60)[run - 1]
