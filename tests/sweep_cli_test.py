@@ -272,15 +272,20 @@ def test_bad_flag_from_the_command_line_is_one_line(tmp_path):
 # Ctrl-C and the exit status.
 
 
-def _wait_for_first_run(process, runs_dir, timeout=300):
+def _wait_for_first_run(process, results_dir, timeout=300):
+  """Until one run has finished and the next has saved a checkpoint: then
+  a Ctrl-C finds a run in flight (waiting for the first run alone raced
+  with the start of the next on a loaded machine)."""
   import time  # pylint: disable=g-import-not-at-top
   deadline = time.monotonic() + timeout
+  runs, checkpoints = results_dir / "runs", results_dir / "checkpoints"
   while time.monotonic() < deadline and process.poll() is None:
-    if runs_dir.is_dir() and any(p.suffix == ".json" for p in
-                                 runs_dir.iterdir()):
+    if (runs.is_dir() and any(p.suffix == ".json" for p in runs.iterdir())
+        and checkpoints.is_dir() and any(checkpoints.iterdir())):
       return
     time.sleep(0.05)
-  pytest.fail("no run finished before the sweep ended")
+  pytest.fail("no run finished and left another in flight before the sweep "
+              "ended")
 
 
 INTERRUPTIBLE = ["--lengths=3,12", "--cells=rnn,lstm", "--train_steps=4000",
@@ -292,7 +297,7 @@ def test_ctrl_c_stops_saves_and_a_rerun_continues(tmp_path):
   import signal  # pylint: disable=g-import-not-at-top
   results_dir = tmp_path / "results"
   process = _start([*INTERRUPTIBLE, f"--results_dir={results_dir}"])
-  _wait_for_first_run(process, results_dir / "runs")
+  _wait_for_first_run(process, results_dir)
   process.send_signal(signal.SIGINT)
   code, stdout, stderr = _finish(process, timeout=120)
   assert code == 130, stderr[-3000:]
@@ -315,7 +320,7 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
   import time  # pylint: disable=g-import-not-at-top
   results_dir = tmp_path / "results"
   process = _start([*INTERRUPTIBLE, f"--results_dir={results_dir}"])
-  _wait_for_first_run(process, results_dir / "runs")
+  _wait_for_first_run(process, results_dir)
   process.send_signal(signal.SIGINT)
   time.sleep(0.2)
   process.send_signal(signal.SIGINT)
