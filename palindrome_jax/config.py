@@ -240,9 +240,10 @@ class RunConfig:
       "--solved_accuracy (the final test still decides its accuracy).",
       static=False)
   solved_accuracy: float = setting(
-      0.99, "Accuracy (a fraction) at which a run counts as solved: at the "
-      "solve checks (steps_to_solve) and, in the horizon search, on the final "
-      "test.", fraction, static=False)
+      0.99, "Accuracy (a fraction) at which a run counts as solved: the "
+      "first solve check that reaches it, once confirmed, is the run's "
+      "steps_to_solve (and, in the horizon search, what solves a length).",
+      fraction, static=False)
   eval_every: int = setting(
       500, "Steps between solve checks (10 fresh held-out batches each); "
       "their first confirmed pass is the run's steps_to_solve.",

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from palindrome_jax import config as config_lib
 from palindrome_jax import horizon
 from palindrome_jax import io
 from palindrome_jax import results
@@ -41,7 +42,8 @@ class FakeTrainer:
 
 def config(threshold=0.99, **kwargs):
   return horizon.HorizonConfig(**{"cells": ("rnn",), "base": train.RunConfig(
-      train_steps=10, stop_when_solved=True, solved_accuracy=threshold),
+      train_steps=10, eval_every=10, stop_when_solved=True,
+      solved_accuracy=threshold),
                                   **kwargs})
 
 
@@ -173,8 +175,9 @@ def test_entrypoint_end_to_end(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.horizon", "--cells=rnn",
        "--train_steps=5", "--log_every=5", "--num_hidden=4", "--batch_size=8",
-       "--eval_batches=1", "--min_length=2", "--max_length=2",
-       "--threshold=0.01", f"--results_dir={out}"],
+       "--eval_batches=1", "--eval_every=5", "--confirm_batches=1",
+       "--min_length=2", "--max_length=2", "--threshold=0.01",
+       f"--results_dir={out}"],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   content = io.read_json(str(out / "horizon.json"))
@@ -192,6 +195,30 @@ def test_entrypoint_rejects_bad_flags(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: --max_length: 4 is below --min_length (9)")
+
+
+def test_a_length_is_solved_by_the_confirmed_check_not_the_final_test():
+  # Seed 1 passed its confirmed check, then scored 98.98% on the final test
+  # (noise around a bar it had just crossed): solved. Seed 2 scored 100% on
+  # the test but never passed a check: not solved.
+  def record(seed, accuracy, steps_to_solve):
+    return {"seed": seed, "status": "ok", "test_accuracy": accuracy,
+            "steps_to_solve": steps_to_solve, "train_steps": 1000}
+  both = horizon.length_record(
+      70, [record(0, 1.0, 500), record(1, 0.9898, 1000)], 0.99)
+  assert both["solved"] == [True, True] and both["passed"]
+  unchecked = horizon.length_record(
+      70, [record(0, 1.0, 500), record(2, 1.0, None)], 0.99)
+  assert unchecked["solved"] == [True, False] and not unchecked["passed"]
+  diverged = horizon.length_record(
+      70, [dict(record(0, 0.1, 500), status="diverged at step 600")], 0.99)
+  assert diverged["solved"] == [False]
+
+
+def test_a_budget_without_a_solve_check_is_refused():
+  with pytest.raises(config_lib.ConfigError, match="^eval_every: 500 is "
+                     "beyond --train_steps"):
+    horizon.HorizonConfig(base=train.RunConfig(train_steps=300))
 
 
 def test_a_truncated_horizon_json_blocks_nothing(tmp_path):
