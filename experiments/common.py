@@ -73,9 +73,9 @@ def parse_items(flag: str, text: Optional[str], kind: type) -> tuple:
     try:
       values.append(kind(item))
     except ValueError:
+      what = "an integer" if kind is int else f"a {kind.__name__}"
       raise validation.FlagError(
-          flag, f"{item!r} is not {'an integer' if kind is int else 'a ' + kind.__name__} "
-          f"(in {text!r})") from None
+          flag, f"{item!r} is not {what} (in {text!r})") from None
   return tuple(values)
 
 

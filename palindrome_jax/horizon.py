@@ -126,14 +126,12 @@ class RunFailed(RuntimeError):
   """A run of the search raised; a rerun retries it."""
 
 
-def length_record(length: int, records: Sequence[Optional[dict]],
-                  threshold: float) -> dict:
-  """What one length tried says: each seed's outcome, how many solved, and
-  whether all did (a seed with no record, say claimed by another process,
-  counts as not solved)."""
+def length_record(length: int, records: Sequence[Optional[dict]]) -> dict:
+  """What one length tried says: each seed's outcome, how many solved (at a
+  confirmed solve check, see the module doc), and whether all did (a seed
+  with no record, say claimed by another process, counts as not solved)."""
   records = [r or {"status": "missing", "test_accuracy": None} for r in records]
   accuracies = [r.get("test_accuracy") for r in records]
-  del threshold  # Applied by the solve checks (see the module doc).
   solved = [r["status"] == "ok" and r.get("steps_to_solve") is not None
             for r in records]
   return {
@@ -162,7 +160,7 @@ def cell_horizon(cell: str, config: HorizonConfig,
 
   def passes(n: int) -> bool:
     order.append(n)
-    record = length_record(n, train_length(n), config.threshold)
+    record = length_record(n, train_length(n))
     on_evaluation(record)
     on_message(f"{cell} N={n}: {sum(record['solved'])}/"
                f"{len(record['solved'])} seeds solved, mean test accuracy "

@@ -205,13 +205,13 @@ def test_a_length_is_solved_by_the_confirmed_check_not_the_final_test():
     return {"seed": seed, "status": "ok", "test_accuracy": accuracy,
             "steps_to_solve": steps_to_solve, "train_steps": 1000}
   both = horizon.length_record(
-      70, [record(0, 1.0, 500), record(1, 0.9898, 1000)], 0.99)
+      70, [record(0, 1.0, 500), record(1, 0.9898, 1000)])
   assert both["solved"] == [True, True] and both["passed"]
   unchecked = horizon.length_record(
-      70, [record(0, 1.0, 500), record(2, 1.0, None)], 0.99)
+      70, [record(0, 1.0, 500), record(2, 1.0, None)])
   assert unchecked["solved"] == [True, False] and not unchecked["passed"]
   diverged = horizon.length_record(
-      70, [dict(record(0, 0.1, 500), status="diverged at step 600")], 0.99)
+      70, [dict(record(0, 0.1, 500), status="diverged at step 600")])
   assert diverged["solved"] == [False]
 
 
