@@ -306,8 +306,8 @@ def summary_table(content: dict) -> str:
       "| cell | horizon | N tried: seeds solved (median steps to solve) |",
       "|---|---|---|"]
   for cell, entry in content["cells"].items():
-    tried = ", ".join(_tried_text(e) for e in entry["evaluations"])
-    lines.append(f"| {cell} | {_horizon_text(entry, settings)} | "
+    tried = ", ".join(tried_text(e) for e in entry["evaluations"])
+    lines.append(f"| {cell} | {horizon_text(entry, settings)} | "
                  f"{tried or '–'} |")
   notes = [f"- {cell}: {entry['message']}"
            for cell, entry in content["cells"].items() if "message" in entry]
@@ -338,16 +338,17 @@ def markdown_report(content: dict) -> str:
   return "\n".join(lines)
 
 
-def _tried_text(e: dict) -> str:
+def tried_text(e: dict) -> str:
   solved_steps = [s for s in e.get("steps_to_solve", []) if s is not None]
   median = (f" ({int(np.median(solved_steps))})" if solved_steps else "")
   return (f"{e['length']}: {sum(e['solved'])}/{len(e['solved'])}{median} "
           f"{'✓' if e['passed'] else '✗'}")
 
 
-def _horizon_text(entry: dict, settings: dict) -> str:
+def horizon_text(entry: dict, settings: dict) -> str:
   if "message" not in entry:
-    return "unfinished"
+    passed = [e["length"] for e in entry["evaluations"] if e["passed"]]
+    return f"≥ {max(passed)} so far" if passed else "unfinished"
   if entry["message"].startswith("error"):
     return "error"
   found = entry.get("horizon")

@@ -61,8 +61,7 @@ def accuracy_vs_length(rows: list[dict], path: str) -> None:
         failed_drawn = True
     ax.errorbar(lengths, means, yerr=stds, marker="o", capsize=4, label=cell)
   ax.axhline(100 / NUM_CLASSES, color="gray", linestyle=":", label="chance")
-  seeds = max((sum(1 for r in rows if r["cell"] == c and r["length"] == n)
-               for c in cells for n in {r["length"] for r in rows}), default=0)
+  seeds = _most_seeds(rows)
   ax.set_xlabel("palindrome length N (digits read)")
   ax.set_ylabel("test accuracy (%)")
   ax.set_ylim(-3, 103)
@@ -84,8 +83,29 @@ def steps_to_solve(rows: list[dict], path: str, budget: int,
   an open marker there), so the median is a lower bound once any seed
   failed; lengths where no seed solved sit on the budget line."""
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
-  cells = sorted({r["cell"] for r in rows})
-  for cell in cells:
+  _draw_steps_to_solve(ax, sorted(rows, key=lambda r: r["cell"]), budget)
+  seeds = _most_seeds(rows)
+  ax.set_xlabel("palindrome length N (digits read)")
+  ax.set_title(title + (f" (median, range; {seeds} seeds)" if seeds > 1
+                        else ""), fontsize="medium")
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  save(fig, path)
+
+
+def _most_seeds(rows: list[dict]) -> int:
+  """The most runs of one (cell, length) in ``rows``."""
+  counts = {}
+  for r in rows:
+    counts[r["cell"], r["length"]] = counts.get((r["cell"], r["length"]), 0) + 1
+  return max(counts.values(), default=0)
+
+
+def _draw_steps_to_solve(ax, rows: list[dict], budget: int) -> dict[str, Any]:
+  """Draws :func:`steps_to_solve`'s lines on ``ax``, in the order the cells
+  first appear in ``rows``; returns each cell's colour."""
+  colors = {}
+  for cell in dict.fromkeys(r["cell"] for r in rows):
     lengths = sorted({r["length"] for r in rows if r["cell"] == cell})
     medians, lows, highs, unsolved_at = [], [], [], []
     for n in lengths:
@@ -101,6 +121,7 @@ def steps_to_solve(rows: list[dict], path: str, budget: int,
       if any(s == budget for s in steps):
         unsolved_at.append(n)
     line, = ax.plot(lengths, medians, marker="o", label=cell)
+    colors[cell] = line.get_color()
     if len(lengths) > 1:
       ax.fill_between(lengths, lows, highs, color=line.get_color(), alpha=0.15)
     else:
@@ -112,15 +133,62 @@ def steps_to_solve(rows: list[dict], path: str, budget: int,
                  facecolor="white", edgecolor=line.get_color(), zorder=3, s=60)
   ax.axhline(budget, color="black", linestyle="--", linewidth=1,
              label=f"budget ({budget} steps): not solved")
-  seeds = max((sum(1 for r in rows if r["cell"] == c and r["length"] == n)
-               for c in cells for n in {r["length"] for r in rows}), default=0)
-  ax.set_xlabel("palindrome length N (digits read)")
   ax.set_ylabel("training steps to solve")
   ax.set_ylim(0, budget * 1.08)
-  ax.set_title(title + (f" (median, range; {seeds} seeds)" if seeds > 1
-                        else ""), fontsize="medium")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize="small")
+  return colors
+
+
+def recipes(found: list, path: str) -> None:
+  """Recipes compared (:mod:`palindrome_jax.compare`), against N on a log
+  scale: above, the share of seeds that solved each length tried, each
+  recipe's horizon starred; below, steps to solve as in
+  :func:`steps_to_solve`."""
+  fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7.5), sharex=True,
+                                    gridspec_kw={"height_ratios": [2, 3]})
+  rows = [row for r in found for row in r.rows()]
+  training = found[0].settings["training"]
+  colors = _draw_steps_to_solve(bottom, rows, training["train_steps"])
+  lengths_all, horizons = set(), []
+  # Many recipes solve every seed up to some N: offset their lines a little
+  # so that each stays visible where they all read 100%.
+  offsets = np.linspace(-1.5, 1.5, len(found)) if len(found) > 1 else [0.0]
+  for r, offset in zip(found, offsets):
+    evaluations = sorted(r.entry["evaluations"], key=lambda e: e["length"])
+    lengths = [e["length"] for e in evaluations]
+    lengths_all.update(lengths)
+    shares = [100 * sum(e["solved"]) / max(len(e["solved"]), 1) + offset
+              for e in evaluations]
+    top.plot(lengths, shares, marker="o", color=colors.get(r.label),
+             label=f"{r.label} (horizon {r.horizon})")
+    found_at = r.entry.get("horizon")
+    if found_at is not None and found_at in lengths:
+      horizons.append(found_at)
+      top.scatter([found_at], [shares[lengths.index(found_at)]], marker="*",
+                  s=220, color=colors.get(r.label), edgecolor="black",
+                  zorder=4)
+  top.set_ylabel("seeds that solved (%;\nlines offset ±1.5 apart)")
+  top.set_ylim(-5, 105)
+  top.grid(alpha=0.3)
+  top.legend(fontsize="x-small", loc="lower left")
+  seeds = _most_seeds(rows)
+  top.set_title(f"Recipes compared: {training['train_steps']} steps, "
+                f"{100 * training['solved_accuracy']:g}% to solve"
+                + (f", {seeds} seeds" if seeds > 1 else ""),
+                fontsize="medium")
+  bottom.set_xscale("log")
+  lengths_all = sorted(lengths_all)
+  if lengths_all:
+    bottom.set_xlim(lengths_all[0] / 1.2, lengths_all[-1] * 1.2)
+    bottom.set_xticks(_spaced_ticks(lengths_all, bottom.get_xlim(), horizons))
+    bottom.set_xticks(lengths_all, minor=True)
+  bottom.xaxis.set_major_formatter(ticker.ScalarFormatter())
+  bottom.xaxis.set_minor_formatter(ticker.NullFormatter())
+  bottom.set_xlabel("palindrome length N (log scale; the lengths tried)")
+  handles, labels = bottom.get_legend_handles_labels()
+  bottom.legend(handles[-1:] if len(handles) > 1 else handles,
+                labels[-1:] if len(labels) > 1 else labels, fontsize="small",
+                loc="upper left")
   fig.tight_layout()
   save(fig, path)
 

@@ -1,0 +1,138 @@
+"""Recipes compared: names from the recorded settings, horizons and seeds as
+the searches found them, refusals of mixed budgets, and the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from palindrome_jax import compare
+from palindrome_jax import horizon
+from palindrome_jax import train
+from tests.horizon_test import FakeTrainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _search(directory, cells, accuracy, seeds=(0, 1, 2), **base):
+  config = horizon.HorizonConfig(
+      cells=cells, seeds=seeds, min_length=5, max_length=80,
+      base=train.RunConfig(**{"train_steps": 10, "eval_every": 10,
+                              "stop_when_solved": True, **base}))
+  horizon.run_horizon(config, str(directory), train_fn=FakeTrainer(accuracy))
+  return str(directory)
+
+
+@pytest.fixture(scope="module")
+def searches(tmp_path_factory):
+  """Two searches: the defaults (rnn learns up to 12 on every seed; lstm up
+  to 30, and seed 2 also 31 to 40), and an lstm recipe that learns up to 70."""
+  root = tmp_path_factory.mktemp("searches")
+  def first(cell, n, seed):
+    limit = {"rnn": 12, "lstm": 40 if seed == 2 else 30}[cell]
+    return 1.0 if n <= limit else 0.1
+  plain = _search(root / "plain", ("rnn", "lstm"), first)
+  recipe = _search(root / "recipe", ("lstm",),
+                   lambda cell, n, seed: 1.0 if n <= 70 else 0.1,
+                   forget_bias=1.0, learning_rate=3e-4)
+  return plain, recipe
+
+
+def _load(*directories):
+  return [(d, compare.load(d)) for d in directories]
+
+
+def test_recipes_are_named_by_what_differs_and_keep_the_searches_horizons(
+    searches):
+  found = compare.recipes(_load(*searches))
+  assert [r.label for r in found] == [
+      "rnn", "lstm", "lstm: learning_rate=0.0003, forget_bias=1"]
+  assert [r.entry["horizon"] for r in found] == [12, 30, 70]
+  assert [r.horizon for r in found] == ["12", "30", "70"]
+  # eval_every=10 is how the fakes were checked, not what they learned with.
+  assert all(r.protocol == {"eval_every": 10} for r in found)
+  assert found[2].changes == {"learning_rate": 3e-4, "forget_bias": 1.0}
+  # Seeds as recorded: at N=40 only seed 2 of the plain lstm solved.
+  rows = [row for row in found[1].rows() if row["length"] == 40]
+  assert [(row["seed"], row["steps_to_solve"]) for row in rows] == [
+      (0, None), (1, None), (2, 10)]
+
+
+def test_cells_and_labels_choose_and_name_the_recipes(searches):
+  found = compare.recipes(_load(*searches), cells={"lstm"},
+                          labels=["original", "forget bias 1"])
+  assert [(r.label, r.directory) for r in found] == [
+      ("original", searches[0]), ("forget bias 1", searches[1])]
+  with pytest.raises(compare.CompareError, match="2 labels for 3") as error:
+    compare.recipes(_load(*searches), labels=["a", "b"])
+  assert error.value.about == "labels"
+  with pytest.raises(compare.CompareError, match="no search has cells"):
+    compare.recipes(_load(*searches), cells={"gru"})
+
+
+def test_one_recipe_twice_is_refused(searches):
+  with pytest.raises(compare.CompareError, match="both hold the recipe 'rnn'"):
+    compare.recipes(_load(searches[0], searches[0]))
+
+
+@pytest.mark.parametrize("setting", [{"train_steps": 20},
+                                     {"solved_accuracy": 0.9}])
+def test_another_budget_or_criterion_is_refused(setting, tmp_path, searches):
+  other = _search(tmp_path / "other", ("gru",), lambda *unused: 1.0,
+                  **setting)
+  with pytest.raises(compare.CompareError,
+                     match=f"differ in {next(iter(setting))}") as error:
+    compare.recipes(_load(searches[0], other))
+  assert error.value.about == "searches"
+
+
+def test_write_reports_what_the_searches_recorded(searches, tmp_path):
+  found = compare.recipes(_load(*searches))
+  compare.write(found, str(tmp_path))
+  report = (tmp_path / "compare.md").read_text()
+  assert ("| lstm | 3 (0, 1, 2) | 30 | 5: 3/3 (10) ✓, 10: 3/3 (10) ✓, "
+          "20: 3/3 (10) ✓, 30: 3/3 (10) ✓, 31: 1/3 (10) ✗, 32: 1/3 (10) ✗, "
+          "35: 1/3 (10) ✗, 40: 1/3 (10) ✗ |") in report
+  assert "- rnn: eval_every=10" in report
+  assert (tmp_path / "compare.png").read_bytes().startswith(PNG)
+  records = json.loads((tmp_path / "compare.json").read_text())
+  assert [(r["label"], r["horizon"]) for r in records] == [
+      ("rnn", 12), ("lstm", 30),
+      ("lstm: learning_rate=0.0003, forget_bias=1", 70)]
+
+
+def test_an_unfinished_search_shows_its_lower_bound():
+  entry = {"evaluations": [{"length": 25, "passed": True},
+                           {"length": 50, "passed": True},
+                           {"length": 100, "passed": False}]}
+  assert horizon.horizon_text(entry, {}) == "≥ 50 so far"
+  assert horizon.horizon_text({"evaluations": []}, {}) == "unfinished"
+
+
+def _compare(*args):
+  process = subprocess.run(
+      [sys.executable, "-m", "experiments.compare", *args], cwd=REPO,
+      capture_output=True, text=True, timeout=300, check=False,
+      env={**os.environ, "PYTHONPATH": REPO})
+  return process.returncode, process.stdout, process.stderr
+
+
+def test_the_command_line_compares_and_refuses_in_one_line(searches,
+                                                           tmp_path):
+  out = tmp_path / "out"
+  code, stdout, stderr = _compare(f"--dirs={','.join(searches)}",
+                                  f"--results_dir={out}")
+  assert code == 0, stderr
+  assert "| lstm: learning_rate=0.0003, forget_bias=1 | 3 (0, 1, 2) | 70 |" in (
+      stdout)
+  assert sorted(os.listdir(out)) == ["compare.json", "compare.md",
+                                     "compare.png"]
+  code, stdout, stderr = _compare(f"--dirs={searches[0]},{tmp_path}/none",
+                                  f"--results_dir={out}")
+  assert code == 2 and not stdout
+  assert stderr.strip().splitlines() == [
+      f"error: --dirs: '{tmp_path}/none' holds no horizon search (no "
+      "horizon.json)"]
