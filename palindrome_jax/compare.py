@@ -113,8 +113,9 @@ def recipes(searches: Sequence[tuple[str, dict[str, Any]]],
                                   if cells is not None else ""))
   if labels is not None:
     if len(labels) != len(found):
-      raise CompareError("labels", f"{len(labels)} labels for {len(found)} recipes ("
-                         + "; ".join(r.label for r in found) + ")")
+      raise CompareError(
+          "labels", f"{len(labels)} labels for {len(found)} recipes ("
+          + "; ".join(r.label for r in found) + ")")
     found = [dataclasses.replace(r, label=l) for r, l in zip(found, labels)]
   _check(found)
   return found

@@ -7,8 +7,10 @@ The final test (the 100 fresh batches of the sweep) is reported beside it but
 does not decide: with ``stop_when_solved`` a run stops just past the bar, so an
 independent test of the same parameters lands within its noise of the bar,
 either side, and deciding on it would turn that noise into failed lengths.
-Checks run every ``eval_every`` steps, so the budget must hold one. The horizon of a cell is the largest ``N`` that every seed
-solves within ``train_steps``. Lengths are searched by doubling from
+Checks run every ``eval_every`` steps, so the budget must hold one.
+
+The horizon of a cell is the largest ``N`` that every seed solves within
+``train_steps``. Lengths are searched by doubling from
 ``min_length`` until one fails or ``max_length`` is reached, then by bisecting
 between the last pass and the first fail, so a horizon costs
 ``O(log max_length)`` trainings. The search assumes that passing is monotone

@@ -125,8 +125,9 @@ def _draw_steps_to_solve(ax, rows: list[dict], budget: int) -> dict[str, Any]:
     if len(lengths) > 1:
       ax.fill_between(lengths, lows, highs, color=line.get_color(), alpha=0.15)
     else:
-      ax.errorbar(lengths, medians, yerr=[[m - l for m, l in zip(medians, lows)],
-                                          [h - m for m, h in zip(medians, highs)]],
+      below = [m - l for m, l in zip(medians, lows)]
+      above = [h - m for m, h in zip(medians, highs)]
+      ax.errorbar(lengths, medians, yerr=[below, above],
                   color=line.get_color(), capsize=4)
     if unsolved_at:
       ax.scatter(unsolved_at, [budget] * len(unsolved_at), marker="o",
