@@ -56,8 +56,8 @@ def main(argv):
     raise validation.FlagError(flag, str(error)) from None
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   compare.write(found, results_dir)
-  print(compare.markdown(found).split("\n![")[0].rstrip())
-  print(f"\nResults in {results_dir}/")
+  print(compare.summary_table(found))
+  print(f"Results in {results_dir}/")
 
 
 if __name__ == "__main__":

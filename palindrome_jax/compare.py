@@ -139,12 +139,11 @@ def _check(found: list[Recipe]) -> None:
     seen[r.label] = r.directory
 
 
-def markdown(found: list[Recipe]) -> str:
-  """``compare.md``: per recipe its seeds, horizon and lengths tried, then
-  where the solve checks differed from the defaults."""
+def summary_table(found: list[Recipe]) -> str:
+  """Markdown: per recipe its seeds, horizon and lengths tried, then where
+  the solve checks differed from the defaults."""
   training = found[0].settings["training"]
   lines = [
-      "# Recipes compared", "",
       f"Memory horizon: the largest N that every seed solves (a solve check "
       f"≥ {100 * training['solved_accuracy']:g}% on held-out batches) "
       f"within {training['train_steps']} training steps. A recipe is named by "
@@ -162,10 +161,17 @@ def markdown(found: list[Recipe]) -> str:
   if notes:
     lines += ["", "Solve checks that differ from the defaults ("
               f"{describe({k: defaults()[k] for k in PROTOCOL})}):", *notes]
-  lines += ["", "![seeds solved and steps to solve against N](compare.png)",
-            "", "## Sources", "",
-            *[f"- {r.label}: `{r.directory}`" for r in found], ""]
-  return "\n".join(lines)
+  return "\n".join(lines) + "\n"
+
+
+def markdown(found: list[Recipe]) -> str:
+  """``compare.md``: :func:`summary_table`, the figure, and where each
+  recipe's search is."""
+  return "\n".join([
+      "# Recipes compared", "", summary_table(found),
+      "![seeds solved and steps to solve against N](compare.png)", "",
+      "## Sources", "", *[f"- {r.label}: `{r.directory}`" for r in found],
+      ""])
 
 
 def write(found: list[Recipe], results_dir: str) -> None:

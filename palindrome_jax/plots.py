@@ -177,18 +177,12 @@ def recipes(found: list, path: str) -> None:
                 f"{100 * training['solved_accuracy']:g}% to solve"
                 + (f", {seeds} seeds" if seeds > 1 else ""),
                 fontsize="medium")
-  bottom.set_xscale("log")
   lengths_all = sorted(lengths_all)
-  if lengths_all:
-    bottom.set_xlim(lengths_all[0] / 1.2, lengths_all[-1] * 1.2)
-    bottom.set_xticks(_spaced_ticks(lengths_all, bottom.get_xlim(), horizons))
-    bottom.set_xticks(lengths_all, minor=True)
-  bottom.xaxis.set_major_formatter(ticker.ScalarFormatter())
-  bottom.xaxis.set_minor_formatter(ticker.NullFormatter())
-  bottom.set_xlabel("palindrome length N (log scale; the lengths tried)")
+  _log_length_axis(bottom, lengths_all, lengths_all[:1] + lengths_all[-1:],
+                   horizons)
+  # The recipes are named above; below, only the budget line is.
   handles, labels = bottom.get_legend_handles_labels()
-  bottom.legend(handles[-1:] if len(handles) > 1 else handles,
-                labels[-1:] if len(labels) > 1 else labels, fontsize="small",
+  bottom.legend(handles[-1:], labels[-1:], fontsize="small",
                 loc="upper left")
   fig.tight_layout()
   save(fig, path)
@@ -280,16 +274,11 @@ def horizon(content: dict[str, Any], path: str) -> None:
   ax.axhline(100 * settings["threshold"], color="black", linestyle="--",
              linewidth=1, label=f"threshold {100 * settings['threshold']:g}%")
   ax.axhline(100 / NUM_CLASSES, color="gray", linestyle=":", label="chance")
-  ax.set_xscale("log")
-  ax.set_xlim(settings["min_length"] / 1.2, settings["max_length"] * 1.2)
   horizons = [e.get("horizon") for e in content["cells"].values()]
-  ax.set_xticks(_spaced_ticks(sorted(lengths_all), ax.get_xlim(),
-                              [h for h in horizons if h is not None]))
-  ax.set_xticks(sorted(lengths_all), minor=True)
-  ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
-  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+  _log_length_axis(ax, sorted(lengths_all),
+                   [settings["min_length"], settings["max_length"]],
+                   [h for h in horizons if h is not None])
   seeds = len(settings["seeds"])
-  ax.set_xlabel("palindrome length N (log scale; the lengths tried)")
   ax.set_ylabel("test accuracy (%)")
   ax.set_ylim(-3, 103)
   ax.set_title(f"Memory horizon: {settings['training']['train_steps']} steps, "
@@ -299,6 +288,22 @@ def horizon(content: dict[str, Any], path: str) -> None:
   ax.legend(fontsize="small")
   fig.tight_layout()
   save(fig, path)
+
+
+def _log_length_axis(ax, lengths: list[int], span: list[int],
+                     horizons: list[int]) -> None:
+  """N on a log scale over ``span`` (shortest and longest, padded; empty:
+  matplotlib's choice), the ``lengths`` tried marked, labelled where they
+  do not crowd each other, ``horizons`` first."""
+  ax.set_xscale("log")
+  if span:
+    ax.set_xlim(span[0] / 1.2, span[-1] * 1.2)
+  if lengths:
+    ax.set_xticks(_spaced_ticks(lengths, ax.get_xlim(), horizons))
+    ax.set_xticks(lengths, minor=True)
+  ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+  ax.set_xlabel("palindrome length N (log scale; the lengths tried)")
 
 
 def _spaced_ticks(lengths: list[int], xlim, first: list[int],
