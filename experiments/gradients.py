@@ -4,7 +4,10 @@ r"""How much the loss still depends on each earlier hidden state, per cell.
 
 For every cell, trains at --length and measures the mean over a batch of
 ||d loss / d carry_t|| for every step t, at initialisation and after
-training. Writes gradients.json and gradients.png in --results_dir.
+training. Writes gradients.json, gradients.md and gradients.png in
+--results_dir. With --init_only it trains nothing and measures at
+initialisation only, in seconds: how an initialisation (--forget_bias,
+--chrono_per_digit, ...) starts the gradient at length N.
 """
 
 
@@ -16,6 +19,10 @@ from palindrome_jax import validation
 
 LENGTH = flags.DEFINE_integer("length", 20, "Palindrome length N to train "
                               "and measure at.")
+INIT_ONLY = flags.DEFINE_boolean(
+    "init_only", False, "Measure at initialisation only: train nothing "
+    "(seconds, not minutes); the training flags other than the "
+    "initialisation's are then unused.")
 RESULTS_DIR, OVERWRITE = common.define_results_flags(
     "results/gradients", "Where gradients.json and .png go (and the trained "
     "runs, reused by a rerun).")
@@ -35,7 +42,8 @@ def main(argv):
   with common.training(base, cells, (LENGTH.value,)) as (devices, stop):
     results = gradients.run_gradients(base, cells, LENGTH.value, seeds,
                                       results_dir, devices=devices,
-                                      overwrite=OVERWRITE.value, stop=stop)
+                                      overwrite=OVERWRITE.value, stop=stop,
+                                      init_only=INIT_ONLY.value)
     if not stop():
       print(gradients.summary_table(results))
       print(f"Results in {results_dir}/")

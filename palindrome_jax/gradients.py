@@ -44,6 +44,9 @@ from palindrome_jax.results import Run
 
 Params = Any
 
+# The status of a seed measured with ``init_only``: it was never trained.
+UNTRAINED = "not trained (init_only)"
+
 
 def output_leaf(cell: cells_lib.Cell, cell_params: Params,
                 inputs_BxTxD: jax.Array, hidden_dim: int) -> Optional[int]:
@@ -194,21 +197,36 @@ def gradient_profile(cfg: train.RunConfig, records: Sequence[Optional[dict]],
   }
 
 
+def initial_profile(cfg: train.RunConfig, seeds: Sequence[int]) -> dict:
+  """:func:`gradient_profile` at initialisation only: nothing is trained,
+  and the profile has no ``"trained"`` norms."""
+  cell = cfg.make_cell()
+  per_seed = [{"seed": seed, "status": UNTRAINED, "test_accuracy": None,
+               "train_steps": 0,
+               "init": _to_lists(hidden_gradient_norms(
+                   cell, initial_params(cfg, seed), gradient_batch(cfg, seed)))}
+              for seed in seeds]
+  return {"cell": cfg.cell, "length": cfg.length, "wall_seconds": 0.0,
+          "init": _mean_over_seeds([s["init"] for s in per_seed]),
+          "seeds": per_seed}
+
+
 def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
                   seeds: tuple[int, ...], results_dir: str,
                   train_fn: Callable[..., train.GroupResult] =
                   train.train_and_evaluate,
                   devices: Optional[Sequence[jax.Device]] = None,
                   overwrite: bool = False,
-                  stop: Callable[[], bool] = lambda: False) -> dict:
-  """:func:`gradient_profile` for every cell; writes ``gradients.json``
-  and ``gradients.png``. Returns what the JSON holds.
+                  stop: Callable[[], bool] = lambda: False,
+                  init_only: bool = False) -> dict:
+  """:func:`gradient_profile` for every cell; writes ``gradients.json``,
+  ``gradients.md`` and ``gradients.png``. Returns what the JSON holds.
 
   The runs are trained (side by side over ``devices``) and kept in
   ``results_dir`` as a sweep keeps them (:mod:`palindrome_jax.results`), so
-  a rerun measures again without training again.
+  a rerun measures again without training again. With ``init_only`` nothing
+  is trained: each cell gets :func:`initial_profile`, in seconds.
   """
-  from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
   directory = results_lib.ResultsDir(
       results_dir, base.training_settings(), what="a gradients run",
       defaults=config_lib.absent_settings())
@@ -222,9 +240,18 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
       "training_settings": {**base.training_settings(), "length": length},
       "cells": {},
   }
+  if init_only:
+    content["init_only"] = True
   with directory.open(overwrite, config={"cells": list(cells),
                                          "lengths": [length],
                                          "seeds": list(seeds)}):
+    if init_only:
+      if jax.process_index() == 0:
+        for cell in cells:
+          content["cells"][cell] = initial_profile(
+              dataclasses.replace(base, cell=cell, length=length), seeds)
+        _write(content, results_dir)
+      return content
     runs = [Run(cell, length, seed) for cell in cells for seed in seeds]
     # Several processes: each trains its share, process 0 measures them all.
     records = sweep.train_runs(devices_lib.process_share(runs), base,
@@ -246,11 +273,16 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
                            if record["status"] == "ok" or
                            record["status"].startswith("diverged") else None)
       content["cells"][cell] = gradient_profile(cfg, cell_records, cell_params)
-    io.write_json(os.path.join(results_dir, "gradients.json"), content)
-    plots.gradient_norms(content, os.path.join(results_dir, "gradients.png"))
-    io.atomic_write_text(os.path.join(results_dir, "gradients.md"),
-                         markdown_report(content))
+    _write(content, results_dir)
   return content
+
+
+def _write(content: dict, results_dir: str) -> None:
+  from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
+  io.write_json(os.path.join(results_dir, "gradients.json"), content)
+  plots.gradient_norms(content, os.path.join(results_dir, "gradients.png"))
+  io.atomic_write_text(os.path.join(results_dir, "gradients.md"),
+                       markdown_report(content))
 
 
 def markdown_report(content: dict) -> str:
@@ -262,31 +294,56 @@ def markdown_report(content: dict) -> str:
            ""]
   for cell, profile in content["cells"].items():
     for s in profile["seeds"]:
-      lines.append(f"- {cell} seed {s['seed']}: {s['status']}, test accuracy "
-                   f"{report.percent(s['test_accuracy'])}%, "
-                   f"{s.get('train_steps', report.MISSING)} steps trained")
+      init = s["init"][_plotted_part(s["init"])]
+      measured = (f"init t=0 {report.scientific(init[0])}, "
+                  f"t=N-1 {report.scientific(init[-1])}")
+      if "trained" in s:
+        measured += (f"; {s['status']}, test accuracy "
+                     f"{report.percent(s['test_accuracy'])}%, "
+                     f"{s.get('train_steps', report.MISSING)} steps trained")
+      lines.append(f"- {cell} seed {s['seed']}: {measured}")
   lines += ["", "## Settings", "", *report.table(
       ["setting", "value"],
       [[k, v] for k, v in sorted(content["training_settings"].items())]), ""]
   return "\n".join(lines)
 
 
+def _plotted_part(norms: dict) -> str:
+  """The part a figure or a one-number summary shows: the whole carry."""
+  return "total" if "total" in norms else "h"
+
+
 def summary_table(results: dict) -> str:
-  """Markdown: the norm at the first and last step, at init and trained."""
+  """Markdown: the norm at the first and last step, at init and trained
+  (at init only, with the ratio of the two, for ``init_only`` results)."""
   length = results["length"]
+  init_only = results.get("init_only", False)
   lines = [f"Mean ||dl/dcarry_t|| at N={length} (t=0 reads the digit to "
-           "remember; the loss is read after t=N-1)", "",
+           "remember; the loss is read after t=N-1)"
+           + (", at initialisation (nothing trained)" if init_only else ""),
+           "",
+           "| cell | part | init t=0 | init t=N-1 | t=0 / t=N-1 |"
+           if init_only else
            "| cell | part | init t=0 | init t=N-1 | trained t=0 | "
            "trained t=N-1 | test accuracy |",
+           "|---|---|---|---|---|" if init_only else
            "|---|---|---|---|---|---|---|"]
   for cell, profile in results["cells"].items():
-    accuracy = results_lib.finite_mean([s["test_accuracy"]
-                                  for s in profile["seeds"]])
-    accuracy = f"{100 * accuracy:.1f}%" if math.isfinite(accuracy) else "–"
     for part in sorted(profile["init"]):
-      init, trained = profile["init"][part], profile["trained"][part]
-      lines.append(
-          f"| {cell} | {part} | {report.scientific(init[0])} | "
-          f"{report.scientific(init[-1])} | {report.scientific(trained[0])} | "
-          f"{report.scientific(trained[-1])} | {accuracy} |")
+      init = profile["init"][part]
+      row = (f"| {cell} | {part} | {report.scientific(init[0])} | "
+             f"{report.scientific(init[-1])} | ")
+      if init_only:
+        lines.append(row + f"{report.scientific(_ratio(init[0], init[-1]))} |")
+        continue
+      accuracy = results_lib.finite_mean([s["test_accuracy"]
+                                          for s in profile["seeds"]])
+      accuracy = f"{100 * accuracy:.1f}%" if math.isfinite(accuracy) else "–"
+      trained = profile["trained"][part]
+      lines.append(row + f"{report.scientific(trained[0])} | "
+                   f"{report.scientific(trained[-1])} | {accuracy} |")
   return "\n".join(lines) + "\n"
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+  return numerator / denominator if denominator else math.nan

@@ -329,6 +329,10 @@ def gradient_norms(results: dict[str, Any], path: str) -> None:
   for cell, profile in results["cells"].items():
     part = "total" if "total" in profile["init"] else "h"
     init = _floats(profile["init"][part])
+    if "trained" not in profile:  # init_only: nothing was trained.
+      ax.plot(steps, _positive(init), linestyle="--", marker=".",
+              label=f"{cell} (initial)")
+      continue
     trained = _floats(profile["trained"][part])
     accuracy = finite_mean([s["test_accuracy"] for s in profile["seeds"]])
     line, = ax.plot(steps, _positive(trained), marker=".",
@@ -341,7 +345,9 @@ def gradient_norms(results: dict[str, Any], path: str) -> None:
   ax.set_ylabel("mean ||dloss / dcarry_t||")
   seeds = len(results["seeds"])
   ax.set_title(f"How much the loss depends on the state at t (N={length}, "
-               f"{seeds} seed{'s' * (seeds > 1)})")
+               f"{seeds} seed{'s' * (seeds > 1)}"
+               + (", at initialisation)" if results.get("init_only") else ")"),
+               fontsize="medium")
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize="small")
   fig.tight_layout()

@@ -1,5 +1,6 @@
 """Per-step gradient norms against a direct jax.grad with respect to h_t."""
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -164,3 +165,73 @@ def test_entrypoint_end_to_end(tmp_path):
   assert len(saved["cells"]["rnn"]["trained"]["h"]) == 2
   assert (out / "gradients.png").exists()
   assert "| rnn | h |" in proc.stdout
+
+
+def test_init_only_measures_without_training(tmp_path):
+  base = train.RunConfig(num_hidden=8, batch_size=16, chrono_per_digit=1.0)
+
+  def no_training(*unused_args, **unused_kwargs):
+    raise AssertionError("init_only must not train")
+
+  results = gradients.run_gradients(base, ("rnn", "lstm"), 9, (1, 2),
+                                    str(tmp_path), train_fn=no_training,
+                                    init_only=True)
+  saved = io.read_json(str(tmp_path / "gradients.json"))
+  assert saved["init_only"] and saved["length"] == 9
+  lstm = saved["cells"]["lstm"]
+  assert "trained" not in lstm
+  assert [s["seed"] for s in lstm["seeds"]] == [1, 2]
+  # Each seed: the gradients of the parameters its training would start from
+  # (the chrono initialisation here), on the tool's batch for that seed.
+  cfg = dataclasses.replace(base, cell="lstm", length=9)
+  for s in lstm["seeds"]:
+    expected = gradients.hidden_gradient_norms(
+        cells.get("lstm"), gradients.initial_params(cfg, s["seed"]),
+        gradients.gradient_batch(cfg, s["seed"]))
+    for part in ("c", "h", "total"):
+      np.testing.assert_allclose(s["init"][part], expected[part], rtol=1e-6)
+  np.testing.assert_allclose(
+      lstm["init"]["total"],
+      np.mean([s["init"]["total"] for s in lstm["seeds"]], 0))
+  assert not (tmp_path / "runs").exists() or not os.listdir(tmp_path / "runs")
+  table = gradients.summary_table(results)
+  total = lstm["init"]["total"]
+  assert (f"| lstm | total | {total[0]:.2e} | {total[-1]:.2e} | "
+          f"{total[0] / total[-1]:.2e} |") in table
+  assert "trained" not in table.split("\n")[2]
+  assert (tmp_path / "gradients.png").stat().st_size > 0
+  assert "lstm seed 2: init t=0" in (tmp_path / "gradients.md").read_text()
+
+
+def test_chrono_keeps_the_first_digits_gradient_at_init():
+  # Chrono (T_max = N) gives forget gates near 1, so at initialisation the
+  # gradient reaching t=0 does not shrink with N, where a forget bias of 0
+  # (gates near 1/2) loses a factor with every step.
+  def first_over_last(length, **init):
+    cfg = train.RunConfig(cell="lstm", length=length, num_hidden=16,
+                          batch_size=32, **init)
+    total = gradients.initial_profile(cfg, (3,))["init"]["total"]
+    return total[0] / total[-1]
+
+  assert first_over_last(10, chrono_per_digit=1.0) > first_over_last(10)
+  assert (first_over_last(40, chrono_per_digit=1.0) >
+          10 * first_over_last(40))
+  assert first_over_last(40) < 0.01 * first_over_last(10)
+  assert (first_over_last(40, chrono_per_digit=1.0) >
+          0.1 * first_over_last(10, chrono_per_digit=1.0))
+
+
+def test_entrypoint_init_only(tmp_path):
+  out = tmp_path / "out"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.gradients", "--cells=lstm",
+       "--length=3", "--init_only", "--forget_bias=1", "--num_hidden=4",
+       "--batch_size=8", f"--results_dir={out}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  saved = io.read_json(str(out / "gradients.json"))
+  assert saved["init_only"]
+  assert saved["training_settings"]["forget_bias"] == 1.0
+  assert "trained" not in saved["cells"]["lstm"]
+  assert "| lstm | total |" in proc.stdout
+  assert "at initialisation (nothing trained)" in proc.stdout
