@@ -348,9 +348,14 @@ def tried_text(e: dict) -> str:
 
 
 def horizon_text(entry: dict, settings: dict) -> str:
-  if "message" not in entry:
+  if "message" not in entry:  # Still searching: the bounds found so far.
     passed = [e["length"] for e in entry["evaluations"] if e["passed"]]
-    return f"≥ {max(passed)} so far" if passed else "unfinished"
+    if not passed:
+      return "unfinished"
+    failed = [e["length"] for e in entry["evaluations"] if not e["passed"]
+              and e["length"] > max(passed)]
+    upper = f", < {min(failed)}" if failed else ""
+    return f"≥ {max(passed)}{upper} so far"
   if entry["message"].startswith("error"):
     return "error"
   found = entry.get("horizon")

@@ -104,12 +104,17 @@ def test_write_reports_what_the_searches_recorded(searches, tmp_path):
       ("lstm: learning_rate=0.0003, forget_bias=1", 70)]
 
 
-def test_an_unfinished_search_shows_its_lower_bound():
+def test_an_unfinished_search_shows_its_bounds():
   entry = {"evaluations": [{"length": 25, "passed": True},
-                           {"length": 50, "passed": True},
-                           {"length": 100, "passed": False}]}
+                           {"length": 50, "passed": True}]}
   assert horizon.horizon_text(entry, {}) == "≥ 50 so far"
+  # A failed length bounds it from above while the bisection goes on.
+  entry["evaluations"] += [{"length": 200, "passed": False},
+                           {"length": 100, "passed": False}]
+  assert horizon.horizon_text(entry, {}) == "≥ 50, < 100 so far"
   assert horizon.horizon_text({"evaluations": []}, {}) == "unfinished"
+  assert horizon.horizon_text(
+      {"evaluations": [{"length": 5, "passed": False}]}, {}) == "unfinished"
 
 
 def _compare(*args):
