@@ -124,6 +124,10 @@ def search(passes: Callable[[int], bool], min_length: int,
   return last_pass
 
 
+# How often a search checks on a seed that another process is training.
+WAIT_POLL_SECONDS = 10.0
+
+
 class RunFailed(RuntimeError):
   """A run of the search raised; a rerun retries it."""
 
@@ -131,7 +135,8 @@ class RunFailed(RuntimeError):
 def length_record(length: int, records: Sequence[Optional[dict]]) -> dict:
   """What one length tried says: each seed's outcome, how many solved (at a
   confirmed solve check, see the module doc), and whether all did (a seed
-  with no record, say claimed by another process, counts as not solved)."""
+  with no record counts as not solved; the search awaits one that another
+  process is training, see :func:`run_horizon`)."""
   records = [r or {"status": "missing", "test_accuracy": None} for r in records]
   accuracies = [r.get("test_accuracy") for r in records]
   solved = [r["status"] == "ok" and r.get("steps_to_solve") is not None
@@ -228,10 +233,29 @@ def run_horizon(config: HorizonConfig, results_dir: str,
       runs = [Run(cell, n, seed) for seed in config.seeds]
       if stop():
         raise sweep.Interrupted
-      records = sweep.train_runs(
-          runs, config.base, results, pool, vmap_seeds=config.vmap_seeds,
-          checkpoint_every=config.checkpoint_every, train_fn=train_fn,
-          stop=stop, progress=progress)
+      def train(todo):
+        return sweep.train_runs(
+            todo, config.base, results, pool, vmap_seeds=config.vmap_seeds,
+            checkpoint_every=config.checkpoint_every, train_fn=train_fn,
+            stop=stop, progress=progress)
+
+      records = train(runs)
+      # A seed another process is training (the same command started twice
+      # on one directory) is awaited: deciding N without it would count it
+      # as failed. Released without a record (that process stopped), it is
+      # trained here.
+      while waiting := [run for run in runs if records.get(run) is None
+                        and results.claimed_elsewhere(run)]:
+        progress.message(f"{cell} N={n}: waiting for "
+                         f"{', '.join(run.name for run in waiting)}, "
+                         "trained by another process")
+        while not stop() and any(results.finished(run) is None and
+                                 results.claimed_elsewhere(run)
+                                 for run in waiting):
+          time.sleep(WAIT_POLL_SECONDS)
+        if stop():
+          raise sweep.Interrupted
+        records.update(train(waiting))
       if stop():
         raise sweep.Interrupted
       for run in runs:

@@ -237,6 +237,11 @@ class ResultsDir:
       finally:
         fcntl.flock(f, fcntl.LOCK_UN)
 
+  def claimed_elsewhere(self, run: Run) -> bool:
+    """Whether another process is training ``run`` now (holds its claim)."""
+    with self.claim(run) as mine:
+      return not mine
+
   def save_run(self, run: Run, row: dict[str, Any], params: Any) -> None:
     """Writes the parameters, then the record that marks the run finished:
     if either write fails, the run counts as not trained."""

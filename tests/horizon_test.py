@@ -231,3 +231,57 @@ def test_a_truncated_horizon_json_blocks_nothing(tmp_path):
   assert again["cells"]["rnn"]["horizon"] == first["cells"]["rnn"]["horizon"]
   assert io.read_json(str(tmp_path / "horizon.json"))["cells"]["rnn"][
       "horizon"] == 37
+
+
+def _claimed_by_another_process(directory, run):
+  """Holds ``run``'s claim as another process would (a separate open file
+  description, so this process's own claim of it fails)."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.join(directory, ".claims"), exist_ok=True)
+  handle = open(os.path.join(directory, ".claims", run.name + ".lock"), "a+")  # pylint: disable=consider-using-with
+  fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  return handle
+
+
+@pytest.mark.parametrize("other_finishes", [True, False])
+def test_a_seed_in_another_process_is_awaited_not_failed(
+    tmp_path, monkeypatch, other_finishes):
+  # Two searches on one directory (a second command started to use more
+  # cores): seed 1 at N=5 is being trained by the other one. The length is
+  # decided on its record once it is written, not counted as failed while
+  # it trains; if the other process stops without a record, this one trains
+  # the seed itself.
+  import threading  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(horizon, "WAIT_POLL_SECONDS", 0.02)
+  cfg = config(seeds=(0, 1), min_length=5, max_length=5)
+  directory = str(tmp_path / "h")
+  run = results.Run("rnn", 5, 1)
+  handle = _claimed_by_another_process(directory, run)
+  trainer = FakeTrainer(up_to(100))
+  settings = cfg.base.training_settings()
+
+  def other_process():
+    if other_finishes:
+      row = {"cell": "rnn", "length": 5, "seed": 1, "status": "ok",
+             "test_accuracy": 0.995, "steps_to_solve": 10, "train_steps": 10}
+      results.ResultsDir(directory, settings,
+                         defaults=config_lib.absent_settings()).save_run(
+                             run, row, None)
+    handle.close()  # Releases the claim.
+
+  timer = threading.Timer(0.5, other_process)
+  timer.start()
+  try:
+    content = horizon.run_horizon(cfg, directory, train_fn=trainer)
+  finally:
+    timer.join()
+  (evaluation,) = content["cells"]["rnn"]["evaluations"]
+  assert evaluation["solved"] == [True, True]
+  assert content["cells"]["rnn"]["horizon"] == 5
+  trained = [seeds for _, _, seeds in trainer.calls]
+  if other_finishes:
+    assert trained == [(0,)]
+    assert evaluation["accuracies"] == [1.0, 0.995]
+  else:
+    assert sorted(trained) == [(0,), (1,)]
+    assert evaluation["accuracies"] == [1.0, 1.0]
