@@ -234,30 +234,33 @@ def run_horizon(config: HorizonConfig, results_dir: str,
       if stop():
         raise sweep.Interrupted
       def train(todo):
-        return sweep.train_runs(
+        outcome = sweep.Outcome([], [])
+        records = sweep.train_runs(
             todo, config.base, results, pool, vmap_seeds=config.vmap_seeds,
             checkpoint_every=config.checkpoint_every, train_fn=train_fn,
-            stop=stop, progress=progress)
+            stop=stop, progress=progress, outcome=outcome)
+        if stop():
+          raise sweep.Interrupted
+        if outcome.write_errors:  # Trained, but no record: not a result.
+          raise RunFailed(outcome.write_errors[0])
+        return records
 
       records = train(runs)
-      # A seed another process is training (the same command started twice
-      # on one directory) is awaited: deciding N without it would count it
-      # as failed. Released without a record (that process stopped), it is
-      # trained here.
-      while waiting := [run for run in runs if records.get(run) is None
-                        and results.claimed_elsewhere(run)]:
-        progress.message(f"{cell} N={n}: waiting for "
-                         f"{', '.join(run.name for run in waiting)}, "
-                         "trained by another process")
+      # Any seed still without a record was claimed by another process (the
+      # same command started twice on one directory). Deciding N without it
+      # would count it as failed: it is awaited, and trained here if that
+      # process lets it go without a record (it stopped).
+      while missing := [run for run in runs if records.get(run) is None]:
+        waiting = [run for run in missing if results.claimed_elsewhere(run)]
+        if waiting:
+          progress.message(f"{cell} N={n}: waiting for "
+                           f"{', '.join(run.name for run in waiting)}, "
+                           "trained by another process")
         while not stop() and any(results.finished(run) is None and
                                  results.claimed_elsewhere(run)
                                  for run in waiting):
           time.sleep(WAIT_POLL_SECONDS)
-        if stop():
-          raise sweep.Interrupted
-        records.update(train(waiting))
-      if stop():
-        raise sweep.Interrupted
+        records.update(train(missing))
       for run in runs:
         status = (records.get(run) or {}).get("status", "")
         if status.startswith("error"):  # Not a result: the search stops.

@@ -285,3 +285,22 @@ def test_a_seed_in_another_process_is_awaited_not_failed(
   else:
     assert sorted(trained) == [(0,), (1,)]
     assert evaluation["accuracies"] == [1.0, 1.0]
+
+
+def test_a_run_that_cannot_be_saved_stops_the_search_not_fails_the_length(
+    tmp_path, monkeypatch):
+  save_run = results.ResultsDir.save_run
+
+  def failing_save(self, run, row, params):
+    if run.seed == 1:
+      raise OSError(28, "No space left on device", self.run_file(run))
+    save_run(self, run, row, params)
+
+  monkeypatch.setattr(results.ResultsDir, "save_run", failing_save)
+  content = horizon.run_horizon(config(seeds=(0, 1), min_length=5,
+                                       max_length=5),
+                                str(tmp_path), train_fn=FakeTrainer(up_to(9)))
+  entry = content["cells"]["rnn"]
+  assert entry["horizon"] is None and entry["evaluations"] == []
+  assert entry["message"].startswith("error: cannot save rnn_N5_seed1: No "
+                                     "space left on device")
