@@ -233,7 +233,7 @@ def run_horizon(config: HorizonConfig, results_dir: str,
       runs = [Run(cell, n, seed) for seed in config.seeds]
       if stop():
         raise sweep.Interrupted
-      def train(todo):
+      def train_these(todo):
         outcome = sweep.Outcome([], [])
         records = sweep.train_runs(
             todo, config.base, results, pool, vmap_seeds=config.vmap_seeds,
@@ -245,7 +245,7 @@ def run_horizon(config: HorizonConfig, results_dir: str,
           raise RunFailed(outcome.write_errors[0])
         return records
 
-      records = train(runs)
+      records = train_these(runs)
       # Any seed still without a record was claimed by another process (the
       # same command started twice on one directory). Deciding N without it
       # would count it as failed: it is awaited, and trained here if that
@@ -260,7 +260,7 @@ def run_horizon(config: HorizonConfig, results_dir: str,
                                  results.claimed_elsewhere(run)
                                  for run in waiting):
           time.sleep(WAIT_POLL_SECONDS)
-        records.update(train(missing))
+        records.update(train_these(missing))
       for run in runs:
         status = (records.get(run) or {}).get("status", "")
         if status.startswith("error"):  # Not a result: the search stops.
