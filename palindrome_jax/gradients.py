@@ -294,7 +294,7 @@ def markdown_report(content: dict) -> str:
            ""]
   for cell, profile in content["cells"].items():
     for s in profile["seeds"]:
-      init = s["init"][_plotted_part(s["init"])]
+      init = s["init"][summary_part(s["init"])]
       measured = (f"init t=0 {report.scientific(init[0])}, "
                   f"t=N-1 {report.scientific(init[-1])}")
       if "trained" in s:
@@ -308,8 +308,9 @@ def markdown_report(content: dict) -> str:
   return "\n".join(lines)
 
 
-def _plotted_part(norms: dict) -> str:
-  """The part a figure or a one-number summary shows: the whole carry."""
+def summary_part(norms: dict) -> str:
+  """The part a figure or a one-number summary shows: the whole carry
+  (``"total"`` where the carry has more than ``h``)."""
   return "total" if "total" in norms else "h"
 
 

@@ -326,8 +326,9 @@ def gradient_norms(results: dict[str, Any], path: str) -> None:
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   length = results["length"]
   steps = np.arange(length)
+  from palindrome_jax import gradients  # pylint: disable=g-import-not-at-top
   for cell, profile in results["cells"].items():
-    part = "total" if "total" in profile["init"] else "h"
+    part = gradients.summary_part(profile["init"])
     init = _floats(profile["init"][part])
     if "trained" not in profile:  # init_only: nothing was trained.
       ax.plot(steps, _positive(init), linestyle="--", marker=".",
