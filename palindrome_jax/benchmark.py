@@ -310,7 +310,10 @@ def _chained_matmul(x_BxH, w_HxW, num_iters):
   return jax.lax.fori_loop(0, num_iters, body, x_BxH)
 
 
-_chained_matmul_jit = jax.jit(_chained_matmul)
+# The trip count is static, as a training scan's is: on a GPU, XLA runs a loop
+# of unknown trip count by reading its condition back to the host each
+# iteration, which would time that round trip instead of the matmul.
+_chained_matmul_jit = jax.jit(_chained_matmul, static_argnums=2)
 
 
 def matmul_gflops(rows: int, inner: int, cols: int, repeats: int = 3,

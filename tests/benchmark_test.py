@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from experiments import benchmark_torch
@@ -84,6 +85,26 @@ def test_flops_per_step_counts_the_fused_gates():
   assert benchmark.flops_per_step(rnn) == 3 * forward
   lstm = train.RunConfig(cell="lstm", length=5, batch_size=2, num_hidden=3)
   assert benchmark.recurrent_width(lstm) == 12
+
+
+def test_the_ceiling_chains_the_matmuls_it_counts():
+  # The matmul-rate program does num_iters dependent [B, H] x [H, W] matmuls,
+  # each folded back to [B, H]: checked against a NumPy loop, with the trip
+  # count a compile-time constant (each count its own program).
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(4, 3)).astype(np.float32)
+  w = rng.normal(size=(3, 6)).astype(np.float32) / 3
+  expected = x.astype(np.float64)
+  for _ in range(5):
+    y = expected @ w
+    expected = np.tanh(y.reshape(4, 2, 3).sum(1) / math.sqrt(2))
+  chained = benchmark._chained_matmul_jit  # pylint: disable=protected-access
+  np.testing.assert_allclose(chained(x, w, 5), expected, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(chained(x, w, 4), expected, atol=1e-3)
+  # A static trip count is a constant in the loop's condition (a traced one
+  # would be an argument, which a GPU reads back to the host every iteration).
+  assert "dense<5>" in chained.lower(x, w, 5).as_text()
+  assert benchmark.matmul_gflops(4, 3, 6, repeats=1, min_seconds=0.0) > 0
 
 
 @pytest.mark.parametrize("cell", ["rnn", "irnn", "lstm", "gru"])
