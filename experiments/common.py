@@ -274,9 +274,10 @@ def training(base: train.RunConfig, cells: tuple[str, ...],
              lengths: tuple[int, ...]):
   """What every training entrypoint does around its one library call:
   devices set up and announced once the runs are known to fit, Ctrl-C
-  handled (yields ``(devices, stop)``), a results directory that refuses the
-  run reported as a ``--results_dir`` error, and after Ctrl-C the line to
-  rerun and exit status 130."""
+  handled, and SIGTERM like it (yields ``(devices, stop)``), a results
+  directory that refuses the run reported as a ``--results_dir`` error, and
+  after the signal the line to rerun and exit status 128 + its number (130
+  for Ctrl-C, 143 for SIGTERM)."""
   devices = configure_devices()
   check_memory(base, cells, lengths, devices)
   describe_devices(devices)
@@ -287,13 +288,13 @@ def training(base: train.RunConfig, cells: tuple[str, ...],
       raise validation.FlagError("results_dir", str(error)) from None
   if stop():
     print("interrupted; rerun the same command to continue", file=sys.stderr)
-    sys.exit(130)
+    sys.exit(stop.exit_status)
 
 
 def stop_on_interrupt():
-  """A context whose value, called, says whether Ctrl-C was pressed: the
-  first stops every run at the end of its chunk, a second exits at once."""
-  return sweep_lib.StopRequest().on_sigint()
+  """A context whose value, called, says whether Ctrl-C (or SIGTERM) came:
+  the first stops every run at the end of its chunk, a second exits at once."""
+  return sweep_lib.StopRequest().on_signals()
 
 
 # --help shows the flags an entrypoint uses in these groups; the rest of its

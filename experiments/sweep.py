@@ -4,7 +4,7 @@ r"""Trains every cell at every length and leaves results, plots and a table.
 
 Rerunning the same command in the same --results_dir skips finished runs.
 Exit status: 0 when every run trained (diverged runs are results), 1 when a
-run failed or could not be saved, 130 after Ctrl-C.
+run failed or could not be saved, 130 after Ctrl-C, 143 after SIGTERM.
 """
 
 import sys

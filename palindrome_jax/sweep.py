@@ -75,37 +75,51 @@ class SweepConfig:
 
 
 class StopRequest:
-  """Set by the first Ctrl-C (SIGINT): runs stop at the end of their chunk.
+  """Set by the first Ctrl-C (SIGINT) or SIGTERM: runs stop at the end of
+  their chunk, their checkpoints saved.
 
-  A second Ctrl-C exits at once (status 130).
+  SIGTERM is how schedulers and ``kill`` ask a job to stop before they kill
+  it. A second signal exits at once (status 128 + its number).
   """
+
+  SIGNALS = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminated (SIGTERM)"}
 
   def __init__(self):
     self.event = threading.Event()
+    self.signum: Optional[int] = None
 
   def __call__(self) -> bool:
     return self.event.is_set()
 
+  @property
+  def exit_status(self) -> int:
+    """128 + the signal's number, the shell's convention (130 for Ctrl-C)."""
+    return 128 + (self.signum or signal.SIGINT)
+
   @contextlib.contextmanager
-  def on_sigint(self):
+  def on_signals(self):
     if threading.current_thread() is not threading.main_thread():
       yield self
       return
 
     def handler(signum, frame):
-      del signum, frame
+      del frame
       if self.event.is_set():
         print("\ninterrupted again: exiting now", file=sys.stderr, flush=True)
-        os._exit(130)  # pylint: disable=protected-access
+        os._exit(128 + signum)  # pylint: disable=protected-access
+      self.signum = signum
       self.event.set()
-      print("\ninterrupt: stopping every run at the end of its chunk (Ctrl-C "
-            "again to exit now)", file=sys.stderr, flush=True)
+      again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
+      print(f"\n{self.SIGNALS[signum]}: stopping every run at the end of its "
+            f"chunk ({again} again to exit now)", file=sys.stderr, flush=True)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler)
+                for signum in self.SIGNALS}
     try:
       yield self
     finally:
-      signal.signal(signal.SIGINT, previous)
+      for signum, before in previous.items():
+        signal.signal(signum, before)
 
 
 class Interrupted(Exception):

@@ -293,15 +293,24 @@ INTERRUPTIBLE = ["--lengths=3,12", "--cells=rnn,lstm", "--train_steps=4000",
                  "--batch_size=16", "--checkpoint_every=20", "--cpu_devices=1"]
 
 
-def test_ctrl_c_stops_saves_and_a_rerun_continues(tmp_path):
+@pytest.mark.parametrize("signal_name, status, announced", [
+    ("SIGINT", 130, "interrupt"),
+    # A scheduler (SLURM, Kubernetes, `kill`) asks a job to stop with SIGTERM
+    # before it kills it: the same stop, status 128 + 15.
+    ("SIGTERM", 143, "terminated (SIGTERM)"),
+])
+def test_a_signal_stops_saves_and_a_rerun_continues(tmp_path, signal_name,
+                                                    status, announced):
   import signal  # pylint: disable=g-import-not-at-top
   results_dir = tmp_path / "results"
   process = _start([*INTERRUPTIBLE, f"--results_dir={results_dir}"])
   _wait_for_first_run(process, results_dir)
-  process.send_signal(signal.SIGINT)
+  process.send_signal(getattr(signal, signal_name))
   code, stdout, stderr = _finish(process, timeout=120)
-  assert code == 130, stderr[-3000:]
+  assert code == status, stderr[-3000:]
   assert "Traceback" not in stderr and "Fatal Python error" not in stderr
+  assert (f"{announced}: stopping every run at the end of its chunk"
+          in stderr)
   assert stderr.strip().splitlines()[-1] == (
       "interrupted; rerun the same command to continue")
   # What finished is summarised; the run in flight left its checkpoint.
