@@ -7,6 +7,7 @@ figures with relative links, so they read well on GitHub and in an editor's
 preview.
 """
 
+import collections
 import math
 from typing import Any, Optional, Sequence
 
@@ -112,6 +113,37 @@ def accuracy_table(rows: list[dict]) -> str:
                     *_grid(rows, accuracy_entry)]) + "\n"
 
 
+def _machine(trained_on: dict[str, str]) -> str:
+  """``JAX 0.11.2 on gpu (NVIDIA H200)``, with a precision that is not the
+  backend's default."""
+  backend = trained_on.get("backend", "?")
+  details = [trained_on.get("device_kind", "?")]
+  if details[0] == backend:
+    details = []
+  precision = trained_on.get("matmul_precision", "default")
+  if precision != "default":
+    details.append(f"matmul precision {precision}")
+  return (f"JAX {trained_on.get('jax', '?')} on {backend}"
+          + (f" ({', '.join(details)})" if details else ""))
+
+
+def _where_trained(rows: list[dict], config: dict[str, Any]) -> str:
+  """Where the runs trained, from their records; several machines are
+  named with their run counts, as their float32 numbers differ."""
+  machines = collections.Counter(_machine(r["trained_on"]) for r in rows
+                                 if isinstance(r.get("trained_on"), dict))
+  if not machines:  # Records from before runs said where they trained.
+    return (f"JAX {config.get('jax_version', '?')} on "
+            f"{config.get('backend', '?')} ({len(config.get('devices', []))} "
+            "device(s)).")
+  if len(machines) == 1:
+    return (f"{next(iter(machines))}, {len(config.get('devices', []))} "
+            "device(s).")
+  return ("Trained on several machines, whose float32 rounding differs: "
+          + "; ".join(f"{m}: {n} run{'s' if n > 1 else ''}"
+                      for m, n in sorted(machines.items())) + ".")
+
+
 def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
   """``results.md``: settings, tables, figures, every run, what went wrong."""
   settings = config.get("training_settings", {})
@@ -120,9 +152,7 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
   lines += [f"{len(rows)} runs: cells {', '.join(sorted({r['cell'] for r in rows}))}"
             f"; N = {', '.join(str(n) for n in sorted({r['length'] for r in rows}))}"
             f"; seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}."
-            f" JAX {config.get('jax_version', '?')} on "
-            f"{config.get('backend', '?')} ({len(config.get('devices', []))} "
-            "device(s)).", ""]
+            f" {_where_trained(rows, config)}", ""]
   lines += ["## Test accuracy", "",
             "Mean ± std over seeds, on 100 fresh test batches (%).", "",
             *_grid(rows, accuracy_entry), "",

@@ -41,11 +41,26 @@ import numpy as np
 
 from palindrome_jax import io
 
-# A run's result row; ``runs/*.json`` also holds its history and settings.
+# A run's result row; ``runs/*.json`` also holds its history, its settings
+# and where it trained (``trained_on``).
 ROW_FIELDS = ("cell", "length", "seed", "status", "test_accuracy", "test_loss",
               "steps_to_solve", "final_train_loss", "final_train_accuracy",
               "train_steps", "wall_seconds", "compile_seconds",
               "steps_per_second", "num_params", "seeds_in_program")
+
+
+def trained_on() -> dict[str, str]:
+  """Where this process trains, as each run's record keeps it.
+
+  Settings decide a run's numbers on one kind of device, whatever the layout;
+  across kinds float32 rounds differently (a GPU runs float32 matmuls as TF32
+  unless ``JAX_DEFAULT_MATMUL_PRECISION=highest``), so a directory continued
+  on another machine says which runs trained where.
+  """
+  return {"jax": jax.__version__, "backend": jax.default_backend(),
+          "device_kind": jax.devices()[0].device_kind,
+          "matmul_precision": str(jax.config.jax_default_matmul_precision
+                                  or "default")}
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -244,11 +259,13 @@ class ResultsDir:
 
   def save_run(self, run: Run, row: dict[str, Any], params: Any) -> None:
     """Writes the parameters, then the record that marks the run finished:
-    if either write fails, the run counts as not trained."""
+    if either write fails, the run counts as not trained. The record says
+    where it trained (:func:`trained_on`)."""
     if params is not None:
       io.atomic_write_bytes(self.params_file(run),
                             flax.serialization.msgpack_serialize(params))
-    io.write_json(self.run_file(run), {**row, "settings": self.settings})
+    io.write_json(self.run_file(run), {**row, "settings": self.settings,
+                                       "trained_on": trained_on()})
     checkpoint = self.checkpoint_file(run)
     if os.path.exists(checkpoint):
       os.remove(checkpoint)

@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 
+import jax
 import pytest
 
 from palindrome_jax import io
@@ -230,3 +231,41 @@ def test_a_run_recorded_before_a_setting_existed_reads_as_its_old_value(
   trainer = CountingTrainer()
   sweep.run_sweep(config(base=old), str(tmp_path), train_fn=trainer)
   assert trainer.calls == []
+
+
+def test_each_run_records_where_it_trained_and_the_report_names_machines(
+    tmp_path, monkeypatch):
+  # A directory continued on another kind of device mixes float32 roundings:
+  # each record says where its run trained, and results.md names every
+  # machine with its count of runs.
+  sweep.run_sweep(config(lengths=(3,)), str(tmp_path))
+  record = io.read_json(tmp_path / "runs" / "rnn_N3_seed42.json")
+  assert record["trained_on"] == {
+      "jax": jax.__version__, "backend": "cpu", "device_kind": "cpu",
+      "matmul_precision": "default"}
+  assert f"JAX {jax.__version__} on cpu, " in (
+      tmp_path / "results.md").read_text()
+  # The next run trains "elsewhere": a GPU at full float32 precision.
+  gpu = {"jax": "0.11.2", "backend": "gpu", "device_kind": "NVIDIA H200",
+         "matmul_precision": "highest"}
+  monkeypatch.setattr(results, "trained_on", lambda: dict(gpu))
+  sweep.run_sweep(config(lengths=(3, 4)), str(tmp_path))
+  assert io.read_json(tmp_path / "runs" / "rnn_N4_seed42.json")[
+      "trained_on"] == gpu
+  text = (tmp_path / "results.md").read_text()
+  line = next(l for l in text.splitlines() if l.startswith("2 runs:"))
+  machines = line.split("Trained on several machines, whose float32 "
+                        "rounding differs: ")[1].rstrip(".").split("; ")
+  assert sorted(machines) == sorted([
+      "JAX 0.11.2 on gpu (NVIDIA H200, matmul precision highest): 1 run",
+      f"JAX {jax.__version__} on cpu: 1 run"])
+
+
+def test_trained_on_reads_the_matmul_precision():
+  before = jax.config.jax_default_matmul_precision
+  jax.config.update("jax_default_matmul_precision", "highest")
+  try:
+    assert results.trained_on()["matmul_precision"] == "highest"
+  finally:
+    jax.config.update("jax_default_matmul_precision", before)
+  assert results.trained_on()["matmul_precision"] == "default"
