@@ -1,5 +1,6 @@
 """The horizon search with a fake trainer, and one tiny real run of the tool."""
 
+import contextlib
 import math
 import os
 import subprocess
@@ -233,14 +234,13 @@ def test_a_truncated_horizon_json_blocks_nothing(tmp_path):
       "horizon"] == 37
 
 
-def _claimed_by_another_process(directory, run):
-  """Holds ``run``'s claim as another process would (a separate open file
-  description, so this process's own claim of it fails)."""
-  import fcntl  # pylint: disable=g-import-not-at-top
-  os.makedirs(os.path.join(directory, ".claims"), exist_ok=True)
-  handle = open(os.path.join(directory, ".claims", run.name + ".lock"), "a+")  # pylint: disable=consider-using-with
-  fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  return handle
+def _claimed_by_another_process(results_dir, run):
+  """Holds ``run``'s claim as another process would: ``ResultsDir.claim`` on
+  an open file of its own, so this process's claim of it fails until the
+  returned stack is closed."""
+  held = contextlib.ExitStack()
+  assert held.enter_context(results_dir.claim(run))
+  return held
 
 
 @pytest.mark.parametrize("other_finishes", [True, False])
@@ -256,17 +256,16 @@ def test_a_seed_in_another_process_is_awaited_not_failed(
   cfg = config(seeds=(0, 1), min_length=5, max_length=5)
   directory = str(tmp_path / "h")
   run = results.Run("rnn", 5, 1)
-  handle = _claimed_by_another_process(directory, run)
+  other = results.ResultsDir(directory, cfg.base.training_settings(),
+                             defaults=config_lib.absent_settings())
+  handle = _claimed_by_another_process(other, run)
   trainer = FakeTrainer(up_to(100))
-  settings = cfg.base.training_settings()
 
   def other_process():
     if other_finishes:
       row = {"cell": "rnn", "length": 5, "seed": 1, "status": "ok",
              "test_accuracy": 0.995, "steps_to_solve": 10, "train_steps": 10}
-      results.ResultsDir(directory, settings,
-                         defaults=config_lib.absent_settings()).save_run(
-                             run, row, None)
+      other.save_run(run, row, None)
     handle.close()  # Releases the claim.
 
   timer = threading.Timer(0.5, other_process)
