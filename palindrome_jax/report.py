@@ -132,13 +132,12 @@ def _where_trained(rows: list[dict], config: dict[str, Any]) -> str:
   named with their run counts, as their float32 numbers differ."""
   machines = collections.Counter(_machine(r["trained_on"]) for r in rows
                                  if isinstance(r.get("trained_on"), dict))
+  devices = f"{len(config.get('devices', []))} device(s)"
   if not machines:  # Records from before runs said where they trained.
     return (f"JAX {config.get('jax_version', '?')} on "
-            f"{config.get('backend', '?')} ({len(config.get('devices', []))} "
-            "device(s)).")
+            f"{config.get('backend', '?')} ({devices}).")
   if len(machines) == 1:
-    return (f"{next(iter(machines))}, {len(config.get('devices', []))} "
-            "device(s).")
+    return f"{next(iter(machines))}, {devices}."
   return ("Trained on several machines, whose float32 rounding differs: "
           + "; ".join(f"{m}: {n} run{'s' if n > 1 else ''}"
                       for m, n in sorted(machines.items())) + ".")
