@@ -211,6 +211,7 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
     cfg = dataclasses.replace(base, cell=program[0].cell,
                               length=program[0].length)
     seeds = tuple(run.seed for run in program)
+    cost = costs[program]
     if stop():
       return
     with contextlib.ExitStack() as stack:
@@ -218,12 +219,28 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
       if not all(claimed):
         progress.message(f"{cfg.cell} N={cfg.length} seeds {list(seeds)}: "
                          "being trained by another process, skipped")
-        progress.skip(costs[program])
+        progress.skip(cost)
         return
+      # Another process may have finished some of them since they were
+      # listed, and released its claim: those are kept, not trained again.
+      done = {run: results.finished(run) for run in program}
+      done = {run: record for run, record in done.items() if record}
+      if done:
+        with lock:
+          records.update(done)
+        progress.message(f"{cfg.cell} N={cfg.length} seeds "
+                         f"{[run.seed for run in done]}: finished by "
+                         "another process, skipped")
+        progress.skip(cost * len(done) / len(program))
+        cost *= 1 - len(done) / len(program)
+        program = tuple(run for run in program if run not in done)
+        seeds = tuple(run.seed for run in program)
+        if not program:
+          return
       label = (f"{cfg.cell} N={cfg.length} seed"
                f"{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))}")
       run_progress = progress.start_run(program, label, cfg.train_steps,
-                                        costs[program])
+                                        cost)
       on_log = lambda info: run_progress.update(
           info["step"], results_lib.finite_mean(info["loss"]),
           results_lib.finite_mean(info["accuracy"]), info["steps_per_second"])

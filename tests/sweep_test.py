@@ -174,3 +174,37 @@ def test_a_diverging_run_is_reported_and_the_sweep_goes_on(tmp_path):
   assert "| irnn | 1 diverged |" in table
   assert set(os.listdir(tmp_path)) >= {"accuracy_vs_length.png",
                                        "training_curves.png", "results.csv"}
+
+
+def test_a_run_finished_by_another_process_meanwhile_is_not_retrained(
+    tmp_path):
+  """Two processes on one directory: the run this one reaches second was
+  finished by the other after this one listed it; its record is kept."""
+  calls = []
+
+  def train_while_another_process_finishes_the_other_run(cfg, seeds,
+                                                         **kwargs):
+    calls.append(cfg.length)
+    if len(calls) == 1:
+      other = ({3, 4} - {cfg.length}).pop()
+      sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(other,),
+                                        base=TINY), str(tmp_path))
+    return train.train_and_evaluate(cfg, seeds, **kwargs)
+
+  other_record = {}
+  config = sweep.SweepConfig(cells=("rnn",), lengths=(3, 4), base=TINY)
+  real_save = results.ResultsDir.save_run
+
+  def spy_save(self, run, row, params):
+    other_record.setdefault(run.length, row["wall_seconds"])
+    real_save(self, run, row, params)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(results.ResultsDir, "save_run", spy_save)
+    rows = sweep.run_sweep(
+        config, str(tmp_path),
+        train_fn=train_while_another_process_finishes_the_other_run).rows
+  assert len(calls) == 1
+  assert sorted(r["length"] for r in rows) == [3, 4]
+  # Each record is the one first saved: nothing was overwritten.
+  assert {r["length"]: r["wall_seconds"] for r in rows} == other_record
