@@ -35,7 +35,8 @@ def main(argv):
   seed = common.seed_values()[0]
   config = common.from_flags(
       benchmark.BenchmarkConfig, BENCHMARK_FLAGS, cells=common.cell_names(),
-      base=common.base_run_config(), seed=seed)
+      base=common.base_run_config(common.flag_field(
+          benchmark.BenchmarkConfig, BENCHMARK_FLAGS, "lengths")), seed=seed)
   if TORCH.value not in benchmark_torch.MODES:
     raise validation.FlagError("torch", f"unknown {TORCH.value!r}; choose "
                                f"from {', '.join(benchmark_torch.MODES)}")

@@ -10,7 +10,7 @@ import dataclasses
 import importlib
 import sys
 import textwrap
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -217,11 +217,20 @@ def import_cell_module() -> None:
         f"{type(error).__name__}: {error}") from None
 
 
+def flag_field(config_class, holders: dict[str, Any], name: str) -> Any:
+  """The value the flag of ``config_class``'s field ``name`` gives it,
+  checked as the field checks it (one-line :class:`FlagError`): for a value
+  needed before the whole config can be built."""
+  field = next(f for f in dataclasses.fields(config_class) if f.name == name)
+  value = _flag_value(config_class, name, holders[name])
+  check = field.metadata.get("check")
+  return checked(flag_name(config_class, name), value, check) if check else value
+
+
 def cell_names() -> tuple[str, ...]:
   """--cells, once --cell_module has registered its cells, checked."""
   import_cell_module()
-  return checked("cells", _flag_value(sweep_lib.SweepConfig, "cells",
-                                      CELL_FLAGS["cells"]), config.cell_tuple)
+  return flag_field(sweep_lib.SweepConfig, CELL_FLAGS, "cells")
 
 
 def seed_values() -> tuple[int, ...]:
@@ -236,9 +245,14 @@ def seed_values() -> tuple[int, ...]:
   return tuple(range(SEED.value, SEED.value + SEEDS.value))
 
 
-def base_run_config(cell: str = "lstm", length: int = 5) -> train.RunConfig:
-  """The :class:`RunConfig` the training flags say; every cell of --cells is
-  checked to build with its options."""
+def base_run_config(lengths: Sequence[int],
+                    cell: str = "lstm") -> train.RunConfig:
+  """The :class:`RunConfig` the training flags say, at the shortest of
+  ``lengths``, the lengths the tool will train (each run then sets its own).
+  Every cell of --cells is checked to build there: a setting that depends on
+  N (--chrono_per_digit: T_max = c x N, which grows with N) is checked at the
+  lengths asked for, not at one they do not include."""
+  length = min(lengths)
   base = from_flags(config.RunConfig, RUN_FLAGS, cell=cell, length=length)
   for name in cell_names():
     from_flags(config.RunConfig, RUN_FLAGS, cell=name, length=length)

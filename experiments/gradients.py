@@ -36,7 +36,7 @@ def main(argv):
   cells = common.cell_names()
   if LENGTH.value < 1:
     raise validation.FlagError("length", f"must be >= 1, got {LENGTH.value}")
-  base = common.base_run_config(length=LENGTH.value)
+  base = common.base_run_config((LENGTH.value,))
   seeds = common.seed_values()
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   with common.training(base, cells, (LENGTH.value,)) as (devices, stop):

@@ -32,7 +32,8 @@ flags.adopt_module_key_flags(common)
 def main(argv):
   del argv
   cells = common.cell_names()
-  base = common.base_run_config()
+  base = common.base_run_config(  # The search trains no shorter length.
+      (common.flag_field(horizon.HorizonConfig, HORIZON_FLAGS, "min_length"),))
   config = common.from_flags(horizon.HorizonConfig, HORIZON_FLAGS,
                              cells=cells, seeds=common.seed_values(),
                              base=base)

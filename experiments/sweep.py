@@ -26,7 +26,8 @@ flags.adopt_module_key_flags(common)
 
 def main(argv):
   del argv
-  base = common.base_run_config()
+  base = common.base_run_config(
+      common.flag_field(sweep.SweepConfig, SWEEP_FLAGS, "lengths"))
   config = common.from_flags(sweep.SweepConfig, SWEEP_FLAGS,
                              cells=common.cell_names(),
                              seeds=common.seed_values(), base=base)

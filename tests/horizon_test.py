@@ -188,14 +188,22 @@ def test_entrypoint_end_to_end(tmp_path):
   assert "| rnn |" in proc.stdout
 
 
-def test_entrypoint_rejects_bad_flags(tmp_path):
+@pytest.mark.parametrize("flags, error", [
+    (["--min_length=9", "--max_length=4"],
+     "error: --max_length: 4 is below --min_length (9)"),
+    # T_max = 1.0 x N is 2 at the shortest length the search may train.
+    (["--cells=lstm", "--min_length=2", "--max_length=4",
+      "--chrono_per_digit=1"],
+     "error: --chrono_per_digit: T_max = 1.0 x N = 2.0 must be > 2"),
+])
+def test_entrypoint_rejects_bad_flags(flags, error, tmp_path):
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.horizon", "--min_length=9",
-       "--max_length=4", f"--results_dir={tmp_path}"],
+      [sys.executable, "-m", "experiments.horizon", *flags,
+       f"--results_dir={tmp_path}"],
       cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1] == (
-      "error: --max_length: 4 is below --min_length (9)")
+  assert proc.stderr.strip().splitlines() == [error]
+  assert not (tmp_path / "horizon.json").exists()
 
 
 def test_a_length_is_solved_by_the_confirmed_check_not_the_final_test():

@@ -221,6 +221,9 @@ BAD_FLAGS = {
     # Tens of GB (at the tiny settings below): refused before compiling.
     "lengths_too_long_for_memory": ("--lengths=10000000", "lengths"),
     "batch_too_large_for_memory": ("--batch_size=100000000", "batch_size"),
+    # T_max = 0.5 x N = 1 at the sweep's N=2: refused before anything runs.
+    "chrono_per_digit_too_small": ("--chrono_per_digit=0.5",
+                                   "chrono_per_digit"),
 }
 
 
@@ -258,6 +261,18 @@ def test_bad_flag_is_a_one_line_error(name, tmp_path, capsys):
   assert "Results in" not in stdout
   # Nothing was trained: no results were written.
   assert not (tmp_path / "results" / "results.json").exists()
+
+
+def test_a_length_dependent_setting_is_checked_at_the_lengths_trained(
+    tmp_path, capsys):
+  """T_max = 0.3 x N is above 2 at N=10 (not at N=5, a length not asked
+  for): the sweep trains it."""
+  code, _, stderr = _sweep_in_process(
+      ["--lengths=10", "--cells=lstm", *TINY_FLAGS, "--train_steps=2",
+       "--chrono_per_digit=0.3", f"--results_dir={tmp_path}"], capsys)
+  assert code == 0, stderr
+  (row,) = json.loads((tmp_path / "results.json").read_text())
+  assert row["status"] == "ok" and row["length"] == 10
 
 
 def test_bad_flag_from_the_command_line_is_one_line(tmp_path):
