@@ -12,6 +12,8 @@ the same command there reuses every run already trained.
 """
 
 
+import sys
+
 from absl import flags
 
 from experiments import common
@@ -44,6 +46,13 @@ def main(argv):
                                   stop=stop)
     print(horizon.summary_table(content))
     print(f"Results in {results_dir}/")
+  failed = [cell for cell, entry in content["cells"].items()
+            if entry.get("message", "").startswith("error")]
+  if failed:  # A run raised, or a trained run could not be saved.
+    print(f"failed: {', '.join(failed)} (the error is above; the same "
+          f"command retries {'it' if len(failed) == 1 else 'them'})",
+          file=sys.stderr)
+    sys.exit(1)
 
 if __name__ == "__main__":
   common.run(main)

@@ -385,3 +385,20 @@ def test_a_failed_run_makes_the_exit_status_non_zero(tmp_path):
   status = {r["cell"]: r["status"] for r in rows}
   assert status["rnn"] == "ok"
   assert status["oom"].startswith("error: MemoryError: RESOURCE_EXHAUSTED")
+
+
+def test_a_failed_search_makes_the_horizon_exit_status_non_zero(tmp_path):
+  (tmp_path / "oom_cell.py").write_text(FAILING_CELL)
+  env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO_ROOT}"}
+  process = subprocess.run(
+      [sys.executable, "-m", "experiments.horizon", "--cell_module=oom_cell",
+       "--cells=oom,rnn", "--min_length=3", "--max_length=3", *TINY_FLAGS,
+       "--eval_every=20", f"--results_dir={tmp_path / 'results'}"],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert process.returncode == 1, process.stderr[-3000:]
+  assert process.stderr.strip().splitlines()[-1] == (
+      "failed: oom (the error is above; the same command retries it)")
+  content = json.loads((tmp_path / "results" / "horizon.json").read_text())
+  assert content["cells"]["oom"]["message"].startswith(
+      "error: oom_N3_seed42: MemoryError: RESOURCE_EXHAUSTED")
+  assert not content["cells"]["rnn"]["message"].startswith("error")
