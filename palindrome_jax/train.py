@@ -273,9 +273,11 @@ def train_and_evaluate(
   with the step, per-seed loss and accuracy, and the throughput.
 
   With ``checkpoint_path``, the state is saved every ``checkpoint_every``
-  steps and a run finds and continues from its last checkpoint.
-  ``should_stop`` is asked after every chunk: when it returns true, the state
-  is checkpointed (if enabled) and :class:`Interrupted` is raised. ``devices``
+  steps (at the end of the chunk that reaches or crosses each multiple) and
+  a run finds and continues from its last checkpoint. ``should_stop`` is
+  asked after every chunk that leaves the run unfinished: when it returns
+  true, the state is checkpointed (if enabled) and :class:`Interrupted` is
+  raised (a finished run is evaluated and returned as usual). ``devices``
   (default: the first device) hold the seeds, see
   :func:`devices.seed_sharding`.
   """
@@ -365,9 +367,16 @@ def train_and_evaluate(
               "accuracy": stats["accuracy"],
               "steps_per_second": steps_run / max(run_seconds, 1e-9),
               "solved": [s is not None for s in solved_at]})
-    stopping = should_stop()
-    if checkpoint_path and checkpoint_every and step < cfg.train_steps and (
-        step % checkpoint_every == 0 or stopping):
+    # A run whose budget is spent or whose seeds are all done is finished:
+    # a stop then lets it evaluate, rather than throw it away.
+    unfinished = step < cfg.train_steps and any(map(training,
+                                                    range(len(seeds))))
+    stopping = unfinished and should_stop()
+    # Solve checks can end chunks off the log_every grid: a chunk that
+    # crosses a multiple of checkpoint_every saves.
+    if checkpoint_path and checkpoint_every and unfinished and (
+        step // checkpoint_every > (step - num_steps) // checkpoint_every
+        or stopping):
       checkpoint_lib.save(checkpoint_path, state, loop)
     if stopping:
       raise Interrupted(f"{cfg.cell} N={cfg.length} stopped at step {step}")
