@@ -5,7 +5,9 @@ Layout of a directory (the sweep's; the horizon search keeps the same)::
     config.json            the training settings every run here shares
     runs/<run>.json        one record per finished run, with its settings
     params/<run>.msgpack   its final parameters (Flax serialization)
-    checkpoints/<run>.msgpack   the state of a run in progress
+    checkpoints/<run>.msgpack   the state of a run in progress (with
+                           --vmap_seeds: <cell>_N<N>_seeds<a>-<b>-....msgpack,
+                           the state of one cell and N's seeds together)
     .lock                  held (shared) by every process using the directory
 
 What it promises:
@@ -31,7 +33,7 @@ import json
 import math
 import os
 import shutil
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from absl import logging
 import flax.serialization
@@ -144,8 +146,20 @@ class ResultsDir:
   def params_file(self, run: Run) -> str:
     return self.path("params", run.name + ".msgpack")
 
-  def checkpoint_file(self, run: Run) -> str:
-    return self.path("checkpoints", run.name + ".msgpack")
+  def checkpoint_file(self, program: Sequence[Run]) -> str:
+    """Where the runs that train as one program (one seed, or the seeds of
+    one cell and N under ``--vmap_seeds``) keep their checkpoint."""
+    first = program[0]
+    name = (first.name if len(program) == 1 else
+            f"{first.cell}_N{first.length}_seeds"
+            + "-".join(str(run.seed) for run in program))
+    return self.path("checkpoints", name + ".msgpack")
+
+  def remove_checkpoint(self, program: Sequence[Run]) -> None:
+    """Once every run of ``program`` is saved, its checkpoint goes."""
+    path = self.checkpoint_file(program)
+    if os.path.exists(path):
+      os.remove(path)
 
   # The directory as a whole.
 
@@ -266,9 +280,7 @@ class ResultsDir:
                             flax.serialization.msgpack_serialize(params))
     io.write_json(self.run_file(run), {**row, "settings": self.settings,
                                        "trained_on": trained_on()})
-    checkpoint = self.checkpoint_file(run)
-    if os.path.exists(checkpoint):
-      os.remove(checkpoint)
+    self.remove_checkpoint((run,))
 
   def _records(self) -> list[dict]:
     runs_dir = self.path("runs")

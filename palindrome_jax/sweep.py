@@ -244,8 +244,8 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
       on_log = lambda info: run_progress.update(
           info["step"], results_lib.finite_mean(info["loss"]),
           results_lib.finite_mean(info["accuracy"]), info["steps_per_second"])
-      checkpoint = (results.checkpoint_file(program[0])
-                    if checkpoint_every and len(program) == 1 else None)
+      checkpoint = (results.checkpoint_file(program) if checkpoint_every
+                    else None)
       try:
         group = train_fn(cfg, seeds, on_log=on_log, checkpoint_path=checkpoint,
                          checkpoint_every=checkpoint_every, devices=devices,
@@ -269,6 +269,8 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
       for run, seed_result in zip(program, group.seeds):
         _save(results, run, _row(group, seed_result, num_params),
               seed_result.params, lock, records, outcome)
+      if len(program) > 1 and all(run in records for run in program):
+        results.remove_checkpoint(program)
       resumed = (f" (continued from the checkpoint at step "
                  f"{group.resumed_from})" if group.resumed_from else "")
       run_progress.finish("; ".join(

@@ -63,22 +63,28 @@ def test_killed_sweep_resumes_to_identical_results(tmp_path):
   assert len(io.read_json(killed / "results.json")) == 4
 
 
+class _Killed(Exception):
+  """The process dying mid-run."""
+
+
+def _train_killed_at(step, cfg, seeds, checkpoint, checkpoint_every):
+  """Trains with checkpoints until ``step``, where the process 'dies'."""
+  def kill(info):
+    if info["step"] == step:
+      raise _Killed
+
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(cfg, seeds, on_log=kill,
+                             checkpoint_path=checkpoint,
+                             checkpoint_every=checkpoint_every)
+
+
 def test_checkpoint_continues_a_killed_run_exactly(tmp_path):
   cfg = TINY.__class__(**{**TINY.__dict__, "cell": "lstm", "length": 4,
                           "train_steps": 100})
   uninterrupted = train.train_and_evaluate(cfg, (3, 4))
   checkpoint = str(tmp_path / "ckpt.msgpack")
-
-  class Killed(Exception):
-    pass
-
-  def kill_at_60(info):
-    if info["step"] == 60:
-      raise Killed
-
-  with pytest.raises(Killed):
-    train.train_and_evaluate(cfg, (3, 4), on_log=kill_at_60,
-                             checkpoint_path=checkpoint, checkpoint_every=40)
+  _train_killed_at(60, cfg, (3, 4), checkpoint, checkpoint_every=40)
   assert os.path.exists(checkpoint)
   steps_seen = []
   resumed = train.train_and_evaluate(
@@ -91,6 +97,69 @@ def test_checkpoint_continues_a_killed_run_exactly(tmp_path):
     assert a.test_loss == b.test_loss
     np.testing.assert_array_equal(a.params["cell"]["W_h"],
                                   b.params["cell"]["W_h"])
+
+
+def test_a_checkpoint_is_kept_when_solve_checks_split_the_chunks(tmp_path):
+  """Solve checks every 30 steps end chunks off the 20-step grid (20, 30,
+  50, 60, 80, ...): a chunk that crosses a multiple of 40 still saves."""
+  cfg = TINY.__class__(**{**TINY.__dict__, "cell": "rnn", "length": 4,
+                          "train_steps": 100, "eval_every": 30})
+  uninterrupted = train.train_and_evaluate(cfg, (3,))
+  checkpoint = str(tmp_path / "ckpt.msgpack")
+  _train_killed_at(60, cfg, (3,), checkpoint, checkpoint_every=40)
+  resumed = train.train_and_evaluate(cfg, (3,), checkpoint_path=checkpoint,
+                                     checkpoint_every=40)
+  assert resumed.resumed_from == 50  # The chunk 30..50 crossed step 40.
+  assert resumed.seeds[0].history == uninterrupted.seeds[0].history
+  assert resumed.seeds[0].test_accuracy == uninterrupted.seeds[0].test_accuracy
+
+
+@pytest.mark.parametrize("stop_when_solved", [False, True])
+def test_a_stop_after_the_last_chunk_keeps_the_finished_run(stop_when_solved):
+  """Ctrl-C during the chunk that ends a run (the budget spent, or every
+  seed solved): the run is finished, so it is returned, not thrown away."""
+  cfg = TINY.__class__(**{**TINY.__dict__, "cell": "rnn", "length": 2,
+                          "train_steps": 200, "solved_accuracy": 0.05,
+                          "eval_every": 20, "confirm_batches": 0,
+                          "stop_when_solved": stop_when_solved})
+  whole = train.train_and_evaluate(cfg, (3, 4))
+  last_step = max(s.train_steps for s in whole.seeds)
+  assert (last_step < cfg.train_steps) == stop_when_solved
+  steps = []
+  stopped = train.train_and_evaluate(
+      cfg, (3, 4), on_log=lambda info: steps.append(info["step"]),
+      should_stop=lambda: steps[-1] == last_step)
+  for a, b in zip(whole.seeds, stopped.seeds):
+    assert (a.test_accuracy, a.history) == (b.test_accuracy, b.history)
+
+
+def test_vmapped_seeds_are_checkpointed_and_continue_exactly(tmp_path):
+  config = sweep.SweepConfig(cells=("lstm",), lengths=(4,), seeds=(1, 2),
+                             base=TINY.__class__(**{**TINY.__dict__,
+                                                    "train_steps": 100}),
+                             vmap_seeds=True, checkpoint_every=20)
+  whole = sweep.run_sweep(config, str(tmp_path / "whole")).rows
+  resumed_from, stop_now = [], []
+
+  def train_stopping_at_60(cfg, seeds, on_log, **kwargs):
+    def log(info):
+      on_log(info)
+      if info["step"] == 60:
+        stop_now.append(True)
+    group = train.train_and_evaluate(cfg, seeds, on_log=log, **kwargs)
+    resumed_from.append(group.resumed_from)
+    return group
+
+  stopped = tmp_path / "stopped"
+  sweep.run_sweep(config, str(stopped), train_fn=train_stopping_at_60,
+                  stop=lambda: bool(stop_now))
+  assert os.listdir(stopped / "checkpoints") == ["lstm_N4_seeds1-2.msgpack"]
+  stop_now.clear()
+  rows = sweep.run_sweep(config, str(stopped),
+                         train_fn=train_stopping_at_60).rows
+  assert resumed_from == [60]
+  assert _results(rows) == _results(whole)
+  assert not os.listdir(stopped / "checkpoints")
 
 
 def test_a_run_gives_the_same_numbers_alone_or_in_a_sweep(tmp_path):
