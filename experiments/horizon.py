@@ -46,8 +46,9 @@ def main(argv):
                                   stop=stop)
     print(horizon.summary_table(content))
     print(f"Results in {results_dir}/")
-  failed = [cell for cell, entry in content["cells"].items()
-            if entry.get("message", "").startswith("error")]
+  failed = [cell for cell in cells  # Not those kept from earlier searches.
+            if content["cells"].get(cell, {}).get("message", "").startswith(
+                "error")]
   if failed:  # A run raised, or a trained run could not be saved.
     print(f"failed: {', '.join(failed)} (the error is above; the same "
           f"command retries {'it' if len(failed) == 1 else 'them'})",

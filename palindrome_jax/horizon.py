@@ -192,6 +192,25 @@ def _message(found: Optional[int], config: HorizonConfig) -> str:
           f"N={found + 1}")
 
 
+def _earlier_cells(json_path: str, config: HorizonConfig) -> dict:
+  """The cells an earlier search in this directory found and this one does
+  not search again, so that ``horizon.json`` keeps them: those searched with
+  the same settings (a directory's runs all share the training settings;
+  the seeds and range of lengths may differ)."""
+  earlier = results_lib.read_json_or_move_aside(json_path)
+  if not isinstance(earlier, dict) or not isinstance(earlier.get("cells"),
+                                                     dict):
+    return {}
+  others = {cell: entry for cell, entry in earlier["cells"].items()
+            if cell not in config.cells}
+  if others and earlier.get("settings") != config.settings():
+    logging.warning(
+        "%s: not kept in horizon.json: %s, searched with other settings; "
+        "search again with these to include them (their runs are reused)", json_path, ", ".join(others))
+    return {}
+  return others
+
+
 def run_horizon(config: HorizonConfig, results_dir: str,
                 overwrite: bool = False,
                 train_fn: TrainFn = train.train_and_evaluate,
@@ -208,9 +227,10 @@ def run_horizon(config: HorizonConfig, results_dir: str,
                                    what="a horizon search",
                                    defaults=config_lib.absent_settings())
   pool = devices_lib.DevicePool(devices or jax.local_devices())
-  content = {"settings": config.settings(), "cells": {}}
   lock = threading.Lock()
   json_path = os.path.join(results_dir, "horizon.json")
+  content = {"settings": config.settings(),
+             "cells": _earlier_cells(json_path, config)}
 
   def save(cell, evaluation=None, result=None):
     with lock:  # Cells are searched in parallel threads.

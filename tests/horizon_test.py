@@ -155,6 +155,26 @@ def test_rerun_reuses_lengths_and_refuses_other_settings(tmp_path):
   assert list(content["cells"]) == ["rnn"]
 
 
+def test_a_search_of_other_cells_keeps_the_earlier_ones_in_the_report(
+    tmp_path):
+  trainer = FakeTrainer(lambda cell, n, seed: 1.0 if n <= {
+      "rnn": 9, "lstm": 44, "gru": 100}[cell] else 0.1)
+  horizon.run_horizon(config(cells=("rnn", "lstm")), str(tmp_path),
+                      train_fn=trainer)
+  content = horizon.run_horizon(config(cells=("gru",)), str(tmp_path),
+                                train_fn=trainer)
+  assert {c: e["horizon"] for c, e in content["cells"].items()} == {
+      "rnn": 9, "lstm": 44, "gru": 100}
+  assert io.read_json(str(tmp_path / "horizon.json")) == content
+  table = (tmp_path / "horizon.md").read_text()
+  assert "| rnn | 9 |" in table and "| gru | 100 |" in table
+  # Searched over other lengths, they are not kept (they would read as
+  # this search's): the runs stay on disk for a search that asks for them.
+  content = horizon.run_horizon(config(cells=("gru",), max_length=50),
+                                str(tmp_path), train_fn=trainer)
+  assert list(content["cells"]) == ["gru"]
+
+
 def test_a_failing_cell_does_not_stop_the_others(tmp_path):
   def accuracy(cell, n, seed):
     if (cell == "gru" and n == 10) or cell == "lstm":
