@@ -116,7 +116,7 @@ def positive_or_none(value) -> Optional[str]:
 def chrono(value) -> Optional[str]:
   if value is not None and not value > 2:
     return f"must be > 2, got {value}"
-  return None
+  return finite(value) if value is not None else None
 
 
 def tuple_of(name: str, check_item: Check) -> Check:

@@ -22,6 +22,8 @@ BAD = [
     ("encoding", "binary", "choose from scalar, onehot"),
     ("forget_bias", float("inf"), "finite"),
     ("chrono_t_max", 2.0, "> 2"),
+    ("chrono_t_max", float("inf"), "finite"),  # log U(1, inf): all inf.
+    ("chrono_per_digit", float("inf"), "> 0"),
     ("unroll", 0, "positive integer"),
     ("train_steps", 0, "positive integer"),
     ("log_every", -3, "positive integer"),
