@@ -153,7 +153,8 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
             f"; seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}."
             f" {_where_trained(rows, config)}", ""]
   lines += ["## Test accuracy", "",
-            "Mean ± std over seeds, on 100 fresh test batches (%).", "",
+            f"Mean ± std over seeds, on {settings.get('eval_batches', '?')} "
+            "fresh test batches (%).", "",
             *_grid(rows, accuracy_entry), "",
             "![accuracy against N](accuracy_vs_length.png)", ""]
   lines += ["## Steps to solve", "",

@@ -36,7 +36,9 @@ def test_sweep_report_has_every_section_and_relative_images():
   rows = [_row("lstm", 5, 42), _row("rnn", 5, 42, status="diverged at step 3",
                                     acc=math.nan, steps=None)]
   text = report.sweep_report(rows, {"training_settings": {
-      "train_steps": 1000, "eval_every": 500, "solved_accuracy": 0.99}})
+      "train_steps": 1000, "eval_every": 500, "solved_accuracy": 0.99,
+      "eval_batches": 7}})
+  assert "Mean ± std over seeds, on 7 fresh test batches (%)." in text
   for section in ("## Test accuracy", "## Steps to solve", "## Every run",
                   "## Diverged or failed", "## Settings"):
     assert section in text
