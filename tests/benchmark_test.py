@@ -107,6 +107,21 @@ def test_the_ceiling_chains_the_matmuls_it_counts():
   assert benchmark.matmul_gflops(4, 3, 6, repeats=1, min_seconds=0.0) > 0
 
 
+def test_the_ceiling_times_calls_long_enough_without_their_compile():
+  """Each trip count is its own program: its compile (tens of ms) must not
+  count as the call's time, or calibration stops at the first count and
+  times a call too short to hide its overhead."""
+  x = jnp.ones((8, 8), jnp.float32)
+  w = jnp.eye(8, dtype=jnp.float32)
+  # 4 products of 8 x 8 take microseconds; on a busy machine a call can
+  # still wait 50 ms for a core, so the best of three calibrations counts.
+  num_iters, seconds = max(
+      benchmark._calibrated_chain(x, w, repeats=1, min_seconds=0.05)  # pylint: disable=protected-access
+      for _ in range(3))
+  assert num_iters > 4
+  assert seconds >= 0.025  # The call itself, a compiled program: ~0.05 s.
+
+
 @pytest.mark.parametrize("cell", ["rnn", "irnn", "lstm", "gru"])
 def test_flax_counterpart_of_each_builtin_cell(cell):
   module = benchmark.FlaxClassifier(cell, num_hidden=4)
