@@ -32,10 +32,14 @@ def main(argv):
   results_dir = RESULTS_DIR.value
   try:
     config = evaluate.base_config(results_dir)
-  except FileNotFoundError:
+  except (FileNotFoundError, NotADirectoryError):  # Or a file of it given.
     raise validation.FlagError("results_dir",
                                f"{results_dir!r} holds no sweep results"
                                ) from None
+  except OSError as error:
+    raise validation.FlagError(
+        "results_dir", f"cannot read {error.filename or results_dir!r}: "
+        f"{error.strerror or error}") from None
   lengths = (common.checked("lengths", common.parse_items(
       "lengths", LENGTHS.value, int), config_lib.length_tuple)
              if LENGTHS.value is not None else None)

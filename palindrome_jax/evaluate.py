@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from palindrome_jax import config as config_lib
+from palindrome_jax import report
 from palindrome_jax import results as results_lib
 from palindrome_jax import train
 from palindrome_jax.results import Run
@@ -43,6 +44,7 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
   base = base_config(results_dir)
   results = results_lib.ResultsDir(results_dir, base.training_settings(),
                                    defaults=config_lib.absent_settings())
+  base = _for_testing(base)
   if eval_batches:
     base = dataclasses.replace(base, eval_batches=eval_batches)
   rows = []
@@ -78,6 +80,12 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
 _evaluate = jax.jit(train.evaluate, static_argnums=(2, 3))
 
 
+def _for_testing(cfg: train.RunConfig) -> train.RunConfig:
+  """``cfg`` without what only initialises a run: T_max = c x N need not
+  be valid at a test length shorter than the one trained."""
+  return dataclasses.replace(cfg, chrono_per_digit=None)
+
+
 def evaluate_params(params: Any, cfg: train.RunConfig, lengths: Iterable[int],
                     seed: int = 42) -> dict[int, dict[str, float]]:
   """Test accuracy and loss of ``params`` (a ``cfg.cell`` model) at each
@@ -85,6 +93,7 @@ def evaluate_params(params: Any, cfg: train.RunConfig, lengths: Iterable[int],
   ``seed`` at that length. A cell reads any number of digits, so this asks
   whether what it learned at one N still works at another."""
   out = {}
+  cfg = _for_testing(cfg)
   for length in lengths:
     at = dataclasses.replace(cfg, length=length)
     _, _, eval_key = train.run_keys(seed, at.cell, length)
@@ -96,11 +105,13 @@ def evaluate_params(params: Any, cfg: train.RunConfig, lengths: Iterable[int],
 
 
 def table(rows: list[dict]) -> str:
-  """Markdown: mean test accuracy (%) per (cell, trained N) x test N."""
+  """Markdown: test accuracy (%) per (cell, trained N) x test N, mean ± std
+  over the seeds that trained ok; diverged seeds are counted apart, as in
+  the sweep's table (:func:`report.accuracy_entry`)."""
   test_lengths = sorted({r["test_length"] for r in rows
                          if r["test_length"] is not None})
   groups = sorted({(r["cell"], r["trained_length"]) for r in rows})
-  lines = ["Test accuracy (%) of saved parameters, mean over seeds",
+  lines = ["Test accuracy (%) of saved parameters, mean ± std over seeds",
            "",
            "| cell | trained N | " + " | ".join(
                f"test N={n}" for n in test_lengths) + " |",
@@ -108,10 +119,10 @@ def table(rows: list[dict]) -> str:
   for cell, trained in groups:
     entries = []
     for n in test_lengths:
-      accs = [r["test_accuracy"] for r in rows if r["cell"] == cell
+      runs = [r for r in rows if r["cell"] == cell
               and r["trained_length"] == trained and r["test_length"] == n
               and "test_accuracy" in r]
-      entries.append(f"{100 * np.mean(accs):.2f}" if accs else "–")
+      entries.append(report.accuracy_entry(runs) if runs else "–")
     lines.append(f"| {cell} | {trained} | " + " | ".join(entries) + " |")
   problems = [f"- {r['cell']} N={r['trained_length']} seed {r['seed']}: "
               f"{r['status']}" for r in rows if r["test_length"] is None]

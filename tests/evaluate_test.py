@@ -39,12 +39,15 @@ def test_evaluate_reloads_parameters_and_tests_other_lengths(tmp_path):
     (["--results_dir=/nonexistent-dir-xyz"], "--results_dir"),
     (["--lengths=3,,4"], "--lengths"),
     (["--lengths=0"], "--lengths"),
+    # A file of the sweep instead of its directory.
+    (["--results_dir={sweep}/config.json"], "--results_dir"),
 ])
 def test_evaluate_bad_flags_are_one_line_errors(tmp_path, args, flag):
-  if "--results_dir" not in args[0]:
+  if "--results_dir=/" not in args[0]:
     sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(3,),
                                       base=TINY), str(tmp_path))
-    args = args + [f"--results_dir={tmp_path}"]
+    args = ([a.format(sweep=tmp_path) for a in args]
+            if "{sweep}" in args[0] else args + [f"--results_dir={tmp_path}"])
   out = subprocess.run([sys.executable, "-m", "experiments.evaluate", *args],
                        cwd=REPO, capture_output=True, text=True)
   assert out.returncode != 0
@@ -75,3 +78,21 @@ def test_evaluate_params_reproduces_the_test_accuracy_in_memory():
   assert scores[4]["accuracy"] == result.test_accuracy
   assert scores[4]["loss"] == pytest.approx(result.test_loss, rel=1e-6)
   assert set(scores) == {4, 7}
+
+
+def test_the_table_counts_diverged_seeds_apart_as_the_sweep_does():
+  rows = [{"cell": "rnn", "seed": s, "trained_length": 5, "test_length": 5,
+           "status": status, "test_accuracy": acc}
+          for s, status, acc in [(1, "ok", 1.0), (2, "ok", 0.9),
+                                 (3, "diverged at step 40", 0.1)]]
+  assert "| rnn | 5 | 95.00 ± 5.00 (n=2), 1 diverged |" in evaluate.table(rows)
+
+
+def test_a_chrono_per_digit_sweep_is_evaluated_at_shorter_lengths(tmp_path):
+  """T_max = 1.0 x N only initialises; a model trained at N=4 reads N=2."""
+  base = dataclasses.replace(TINY, chrono_per_digit=1.0)
+  sweep.run_sweep(sweep.SweepConfig(cells=("lstm",), lengths=(4,), base=base),
+                  str(tmp_path))
+  rows = evaluate.evaluate_saved(str(tmp_path), lengths=(2, 4))
+  assert [(r["test_length"], r["status"]) for r in rows] == [(2, "ok"),
+                                                             (4, "ok")]
