@@ -40,10 +40,14 @@ def main(argv):
   for directory in directories:
     try:
       searches.append((directory, compare.load(directory)))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # Or its file given.
       raise validation.FlagError(
           "dirs", f"{directory!r} holds no horizon search (no horizon.json)"
       ) from None
+    except (OSError, ValueError) as error:
+      problem = (f"{directory!r}: cannot read it: {error.strerror or error}"
+                 if isinstance(error, OSError) else str(error))
+      raise validation.FlagError("dirs", problem) from None
   cells = (common.parse_items("only_cells", ONLY_CELLS.value, str)
            if ONLY_CELLS.value is not None else None)
   labels = (common.parse_items("labels", LABELS.value, str)

@@ -65,8 +65,20 @@ class Recipe:
 
 
 def load(directory: str) -> dict[str, Any]:
-  """A search's ``horizon.json``; FileNotFoundError if it has none."""
-  return io.read_json(os.path.join(directory, "horizon.json"))
+  """A search's ``horizon.json``; FileNotFoundError if it has none,
+  ValueError if it is not one (damaged, or another tool's)."""
+  path = os.path.join(directory, "horizon.json")
+  try:
+    content = io.read_json(path)
+  except (ValueError, UnicodeDecodeError) as error:
+    raise ValueError(f"{path} is not readable JSON "
+                     f"({str(error).splitlines()[0]})") from None
+  if not (isinstance(content, dict)
+          and isinstance(content.get("settings"), dict)
+          and isinstance(content.get("cells"), dict)):
+    raise ValueError(f"{path} is not a horizon search's (no settings or "
+                     "cells)")
+  return content
 
 
 def defaults() -> dict[str, Any]:

@@ -141,3 +141,15 @@ def test_the_command_line_compares_and_refuses_in_one_line(searches,
   assert stderr.strip().splitlines() == [
       f"error: --dirs: '{tmp_path}/none' holds no horizon search (no "
       "horizon.json)"]
+  # The search's file instead of its directory; a damaged horizon.json.
+  (tmp_path / "bad").mkdir()
+  (tmp_path / "bad" / "horizon.json").write_text('{"cells": {}}')
+  for given, problem in [
+      (f"{searches[0]}/horizon.json", "holds no horizon search"),
+      (f"{tmp_path}/bad", "horizon.json is not a horizon search's")]:
+    code, stdout, stderr = _compare(f"--dirs={searches[0]},{given}",
+                                    f"--results_dir={out}")
+    assert code == 2 and not stdout
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("error: --dirs: ") and given in line
+    assert problem in line
