@@ -11,7 +11,6 @@ import os
 from typing import Any, Iterable, Optional
 
 import jax
-import numpy as np
 
 from palindrome_jax import config as config_lib
 from palindrome_jax import report
