@@ -186,7 +186,7 @@ def gradient_profile(cfg: train.RunConfig, records: Sequence[Optional[dict]],
                      "test_accuracy": record.get("test_accuracy"),
                      "train_steps": record.get("train_steps"),
                      "init": _to_lists(init), "trained": _to_lists(trained)})
-  usable = [s for s in per_seed if s["status"] == "ok"] or per_seed
+  usable = _usable(per_seed)
   return {
       "cell": cfg.cell,
       "length": cfg.length,
@@ -195,6 +195,17 @@ def gradient_profile(cfg: train.RunConfig, records: Sequence[Optional[dict]],
       "trained": _mean_over_seeds([s["trained"] for s in usable]),
       "seeds": per_seed,
   }
+
+
+def _usable(per_seed: list[dict]) -> list[dict]:
+  """The seeds a profile averages: those that trained ok (all, if none)."""
+  return [s for s in per_seed if s["status"] == "ok"] or per_seed
+
+
+def mean_test_accuracy(profile: dict) -> float:
+  """Mean test accuracy over the seeds whose norms the profile averages."""
+  return results_lib.finite_mean([s["test_accuracy"]
+                                  for s in _usable(profile["seeds"])])
 
 
 def initial_profile(cfg: train.RunConfig, seeds: Sequence[int]) -> dict:
@@ -262,6 +273,8 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
     if jax.process_count() > 1:
       records = sweep.train_runs(runs, base, directory, pool,
                                  train_fn=train_fn, stop=stop)
+    if stop():  # Interrupted: what trained is kept for the rerun.
+      return content
     for cell in cells:
       cfg = dataclasses.replace(base, cell=cell, length=length)
       cell_records, cell_params = [], []
@@ -337,8 +350,7 @@ def summary_table(results: dict) -> str:
       if init_only:
         lines.append(row + f"{report.scientific(_ratio(init[0], init[-1]))} |")
         continue
-      accuracy = results_lib.finite_mean([s["test_accuracy"]
-                                          for s in profile["seeds"]])
+      accuracy = mean_test_accuracy(profile)
       accuracy = f"{100 * accuracy:.1f}%" if math.isfinite(accuracy) else "–"
       trained = profile["trained"][part]
       lines.append(row + f"{report.scientific(trained[0])} | "

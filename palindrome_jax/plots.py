@@ -335,7 +335,7 @@ def gradient_norms(results: dict[str, Any], path: str) -> None:
               label=f"{cell} (initial)")
       continue
     trained = _floats(profile["trained"][part])
-    accuracy = finite_mean([s["test_accuracy"] for s in profile["seeds"]])
+    accuracy = gradients.mean_test_accuracy(profile)
     line, = ax.plot(steps, _positive(trained), marker=".",
                     label=f"{cell} (trained, {100 * accuracy:.0f}% test)")
     ax.plot(steps, _positive(init), linestyle="--", color=line.get_color(),

@@ -151,6 +151,36 @@ def test_gradient_profile_with_a_fake_trainer(tmp_path):
   assert "| lstm | total |" in gradients.summary_table(results)
 
 
+def _fake_train_seed_2_diverges(cfg, seeds, **unused_kwargs):
+  params = gradients.initial_params(cfg, 99)
+  seed_results = [train.SeedResult(
+      seed=s, status="ok" if s != 2 else "diverged at step 2",
+      test_accuracy=0.9 if s != 2 else 0.1, test_loss=1.0,
+      final_train_loss=1.0, final_train_accuracy=0.5, history={},
+      params=params) for s in seeds]
+  return train.GroupResult(cfg, seed_results, cfg.train_steps, 0.0, 0.0, 1.0)
+
+
+def test_a_diverged_seed_is_left_out_of_the_accuracy_as_of_the_norms(
+    tmp_path):
+  base = train.RunConfig(num_hidden=8, batch_size=16, train_steps=3)
+  results = gradients.run_gradients(base, ("rnn",), 5, (1, 2), str(tmp_path),
+                                    train_fn=_fake_train_seed_2_diverges)
+  rnn = results["cells"]["rnn"]
+  np.testing.assert_allclose(rnn["trained"]["h"],
+                             rnn["seeds"][0]["trained"]["h"])
+  assert gradients.summary_table(results).splitlines()[-1].endswith(
+      "| 90.0% |")
+
+
+def test_an_interrupted_measure_writes_nothing(tmp_path):
+  base = train.RunConfig(num_hidden=8, batch_size=16, train_steps=3)
+  gradients.run_gradients(base, ("rnn",), 5, (1, 2), str(tmp_path),
+                          train_fn=_fake_train_seed_2_diverges,
+                          stop=lambda: True)
+  assert not (tmp_path / "gradients.json").exists()
+
+
 def test_entrypoint_end_to_end(tmp_path):
   # The training is horizon_test's end-to-end one: its compiled programs are
   # in the tests' compilation cache (conftest) when both run.
