@@ -344,11 +344,12 @@ def summary_table(content: dict) -> str:
   settings = content["settings"]
   seeds = settings["seeds"]
   steps = settings["training"]["train_steps"]
+  confirm = settings["training"].get("confirm_batches", 0)
   lines = [
       f"Memory horizon: the largest N that every one of {len(seeds)} "
       f"seed{'s' * (len(seeds) > 1)} solves (a solve check ≥ "
-      f"{100 * settings['threshold']:g}% on held-out batches, confirmed on "
-      f"{settings['training'].get('confirm_batches', 0)} more) within "
+      f"{100 * settings['threshold']:g}% on held-out batches"
+      + (f", confirmed on {confirm} more" if confirm else "") + ") within "
       f"{steps} training steps "
       f"(N searched in [{settings['min_length']}, {settings['max_length']}]).",
       "",

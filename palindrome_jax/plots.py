@@ -254,8 +254,10 @@ def horizon(content: dict[str, Any], path: str) -> None:
     lengths_all.update(lengths)
     means = [100 * _nan_if_none(e["mean_accuracy"]) for e in evaluations]
     found = entry.get("horizon")
-    if "message" not in entry or entry["message"].startswith("error"):
+    if "message" not in entry:
       label = f"{cell} (unfinished)"
+    elif entry["message"].startswith("error"):
+      label = f"{cell} (search failed)"
     elif found is None:
       label = f"{cell} (horizon < {settings['min_length']})"
     elif found == settings["max_length"]:
@@ -263,6 +265,13 @@ def horizon(content: dict[str, Any], path: str) -> None:
     else:
       label = f"{cell} (horizon {found})"
     line, = ax.plot(lengths, means, marker="o", label=label)
+    # A length passes on the solve checks of every seed, not on the final
+    # test: a failed one can test above the threshold, so it is drawn hollow.
+    failed = [(n, m) for n, m, e in zip(lengths, means, evaluations)
+              if not e.get("passed", True)]
+    if failed:
+      ax.scatter(*zip(*failed), marker="o", s=44, facecolors="white",
+                 edgecolors=line.get_color(), linewidths=1.5, zorder=3)
     if len(settings["seeds"]) > 1:
       for e in evaluations:
         accs = [100 * _nan_if_none(a) for a in e["accuracies"]]
@@ -272,8 +281,11 @@ def horizon(content: dict[str, Any], path: str) -> None:
       ax.scatter([found], [means[lengths.index(found)]], marker="*", s=220,
                  color=line.get_color(), edgecolor="black", zorder=4)
   ax.axhline(100 * settings["threshold"], color="black", linestyle="--",
-             linewidth=1, label=f"threshold {100 * settings['threshold']:g}%")
+             linewidth=1, label=f"threshold {100 * settings['threshold']:g}%"
+             " (for every seed's solve checks)")
   ax.axhline(100 / NUM_CLASSES, color="gray", linestyle=":", label="chance")
+  ax.scatter([], [], marker="o", facecolors="white", edgecolors="gray",
+             label="length failed (a seed never solved it)")
   horizons = [e.get("horizon") for e in content["cells"].values()]
   _log_length_axis(ax, sorted(lengths_all),
                    [settings["min_length"], settings["max_length"]],

@@ -41,3 +41,26 @@ def test_a_run_stopped_when_solved_keeps_its_last_value():
   np.testing.assert_allclose(padded, [0.1, 0.2, 0.3, 0.3, 0.3])
   diverged = plots._padded(ROWS[2], "loss", 3)  # pylint: disable=protected-access
   assert diverged[0] == 2.0 and np.isnan(diverged[1:]).all()
+
+
+def test_the_horizon_figure_marks_failed_lengths_whatever_their_accuracy(
+    monkeypatch):
+  """A length fails on the solve checks, not the final test: N=20 below
+  tests at 99.5% on average, above the 99% line, yet failed."""
+  figures = []
+  monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+  evaluations = [{"length": n, "mean_accuracy": acc, "accuracies": [acc] * 2,
+                  "passed": passed}
+                 for n, acc, passed in [(5, 1.0, True), (10, 1.0, True),
+                                        (20, 0.995, False)]]
+  plots.horizon({"settings": {"min_length": 5, "max_length": 20,
+                              "threshold": 0.99, "seeds": [1, 2],
+                              "training": {"train_steps": 100}},
+                 "cells": {"rnn": {"evaluations": evaluations, "horizon": 10,
+                                   "message": "up to N=10"}}}, "unused.png")
+  (ax,) = figures[0].axes
+  hollow = [tuple(c.get_offsets()[:, 0]) for c in ax.collections
+            if len(c.get_offsets()) and len(c.get_facecolors()) and
+            tuple(c.get_facecolors()[0]) == (1.0, 1.0, 1.0, 1.0)]
+  assert hollow == [(20.0,)]
+  assert any("failed" in t.get_text() for t in ax.get_legend().get_texts())
