@@ -206,7 +206,8 @@ def _earlier_cells(json_path: str, config: HorizonConfig) -> dict:
   if others and earlier.get("settings") != config.settings():
     logging.warning(
         "%s: not kept in horizon.json: %s, searched with other settings; "
-        "search again with these to include them (their runs are reused)", json_path, ", ".join(others))
+        "search again with these to include them (their runs are reused)",
+        json_path, ", ".join(others))
     return {}
   return others
 
