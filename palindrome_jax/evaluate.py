@@ -43,7 +43,7 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
   base = base_config(results_dir)
   results = results_lib.ResultsDir(results_dir, base.training_settings(),
                                    defaults=config_lib.absent_settings())
-  base = _for_testing(base)
+  base = _for_evaluation(base)
   if eval_batches:
     base = dataclasses.replace(base, eval_batches=eval_batches)
   rows = []
@@ -79,7 +79,7 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
 _evaluate = jax.jit(train.evaluate, static_argnums=(2, 3))
 
 
-def _for_testing(cfg: train.RunConfig) -> train.RunConfig:
+def _for_evaluation(cfg: train.RunConfig) -> train.RunConfig:
   """``cfg`` without what only initialises a run: T_max = c x N need not
   be valid at a test length shorter than the one trained."""
   return dataclasses.replace(cfg, chrono_per_digit=None)
@@ -92,7 +92,7 @@ def evaluate_params(params: Any, cfg: train.RunConfig, lengths: Iterable[int],
   ``seed`` at that length. A cell reads any number of digits, so this asks
   whether what it learned at one N still works at another."""
   out = {}
-  cfg = _for_testing(cfg)
+  cfg = _for_evaluation(cfg)
   for length in lengths:
     at = dataclasses.replace(cfg, length=length)
     _, _, eval_key = train.run_keys(seed, at.cell, length)
