@@ -288,15 +288,23 @@ def test_bad_flag_from_the_command_line_is_one_line(tmp_path):
 
 
 def _wait_for_first_run(process, results_dir, timeout=300):
-  """Until one run has finished and the next has saved a checkpoint: then
-  a Ctrl-C finds a run in flight (waiting for the first run alone raced
-  with the start of the next on a loaded machine)."""
+  """Until one run has finished and a run not finished has saved a
+  checkpoint: then a Ctrl-C finds a run in flight (waiting for the first run
+  alone raced with the start of the next on a loaded machine, and so did a
+  finished run's checkpoint, removed just after its record is written)."""
   import time  # pylint: disable=g-import-not-at-top
   deadline = time.monotonic() + timeout
   runs, checkpoints = results_dir / "runs", results_dir / "checkpoints"
   while time.monotonic() < deadline and process.poll() is None:
-    if (runs.is_dir() and any(p.suffix == ".json" for p in runs.iterdir())
-        and checkpoints.is_dir() and any(checkpoints.iterdir())):
+    # Checkpoints first, then records: a run that finishes in between has
+    # its record listed, and its checkpoint (removed just after the record
+    # is written) is not taken for that of a run in flight.
+    # Names that start with "." are files being written (io's temporaries).
+    saved = ({p.stem for p in checkpoints.glob("[!.]*.msgpack")}
+             if checkpoints.is_dir() else set())
+    finished = ({p.stem for p in runs.glob("[!.]*.json")}
+                if runs.is_dir() else set())
+    if finished and saved - finished:
       return
     time.sleep(0.05)
   pytest.fail("no run finished and left another in flight before the sweep "
@@ -331,7 +339,7 @@ def test_a_signal_stops_saves_and_a_rerun_continues(tmp_path, signal_name,
   # What finished is summarised; the run in flight left its checkpoint.
   finished = json.loads((results_dir / "results.json").read_text())
   assert 1 <= len(finished) < 4
-  assert list((results_dir / "checkpoints").iterdir())
+  assert list((results_dir / "checkpoints").iterdir()), stderr[-3000:]
   code, stdout, stderr = _finish(_start([*INTERRUPTIBLE,
                                          f"--results_dir={results_dir}"]))
   assert code == 0, stderr[-3000:]
