@@ -303,6 +303,9 @@ def train_and_evaluate(
       state, loop = restored
       logging.info("%s N=%d: continuing from the checkpoint at step %d",
                    cfg.cell, cfg.length, int(state.step.max()))
+  # The step each diverged seed stopped training at: the end of the chunk
+  # where it diverged (checkpoints from before this was kept lack it).
+  loop.setdefault("stopped_at", [None] * len(seeds))
   history, diverged_at = loop["history"], loop["diverged_at"]
   solved_at, checks = loop["solved_at"], loop["checks"]
   resumed_from = len(history["step"]) and history["step"][-1]
@@ -336,6 +339,7 @@ def train_and_evaluate(
       if training(i) and (bad_step >= 0 or not stats["params_finite"][i]
                           or stats["loss"][i] > DIVERGED_LOSS):
         diverged_at[i] = bad_step if bad_step >= 0 else step
+        loop["stopped_at"][i] = step
         logging.warning("%s N=%d seed %d diverged at step %d", cfg.cell,
                         cfg.length, seed, diverged_at[i])
     history["step"].append(step)
@@ -388,7 +392,9 @@ def train_and_evaluate(
   results = []
   for i, seed in enumerate(seeds):
     if diverged_at[i] is not None:
-      status, last_step = f"diverged at step {diverged_at[i]}", None
+      status = f"diverged at step {diverged_at[i]}"
+      last_step = loop["stopped_at"][i] or _chunk_end(history["step"],
+                                                      diverged_at[i])
     else:
       status = "ok"
       last_step = solved_at[i] if cfg.stop_when_solved else None
@@ -422,6 +428,12 @@ def train_and_evaluate(
       compile_seconds=compile_seconds,
       steps_per_second=steps_run / max(run_seconds, 1e-9),
       resumed_from=resumed_from)
+
+
+def _chunk_end(steps: Sequence[int], diverged_at: int) -> int:
+  """The end of the chunk holding step ``diverged_at``, for a checkpoint
+  that did not record it."""
+  return next((s for s in steps if s > diverged_at), steps[-1])
 
 
 class Interrupted(Exception):

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from palindrome_jax import cells
 from palindrome_jax import model
 from palindrome_jax import train
 
@@ -371,6 +372,52 @@ def test_overflowing_run_is_marked_diverged_at_the_first_bad_step():
   assert result.train_steps == DIVERGING.log_every
   assert result.seeds[0].history["step"] == [DIVERGING.log_every]
   assert not math.isfinite(result.seeds[0].history["loss"][0])
+
+
+def _register_rnn_overflowing_for_some_seeds():
+  """An RNN whose output starts infinite for about one seed in two (the
+  seed's own init key decides), so its first loss is NaN; the other seeds
+  train as the plain RNN."""
+  def init(key, input_dim, hidden_dim):
+    params = cells.rnn_init(key, input_dim, hidden_dim)
+    overflows = jax.random.bernoulli(jax.random.fold_in(key, 7))
+    return dict(params, scale=jnp.where(overflows, jnp.inf, 1.0))
+
+  def step(params, h_BxH, x_BxD):
+    h_BxH, _ = cells.rnn_step(params, h_BxH, x_BxD)
+    return h_BxH, h_BxH * params["scale"]
+
+  cells.register("overflowing_rnn", cells.Cell(init, step))
+  cfg = dataclasses.replace(TINY, cell="overflowing_rnn", train_steps=60,
+                            eval_every=20)
+
+  def overflows(seed):
+    params = train.create_train_state(*train.run_keys(seed, cfg.cell,
+                                                      cfg.length)[:2],
+                                      cfg).params
+    return not math.isfinite(float(params["cell"]["scale"]))
+
+  return cfg, overflows
+
+
+def test_a_seed_that_diverges_beside_others_is_recorded_as_if_alone():
+  # A diverged seed is frozen at the end of the chunk where it diverged; its
+  # record (steps trained, history, checks) must not run on with the seeds
+  # that share its program, or the record would depend on the layout.
+  cfg, overflows = _register_rnn_overflowing_for_some_seeds()
+  bad = next(s for s in range(20) if overflows(s))
+  good = next(s for s in range(20) if not overflows(s))
+
+  alone = train.train_and_evaluate(cfg, (bad,)).seeds[0]
+  beside = train.train_and_evaluate(cfg, (bad, good)).seeds
+  assert alone.status == "diverged at step 0"
+  assert alone.train_steps == cfg.log_every
+  assert beside[1].status == "ok" and beside[1].train_steps == cfg.train_steps
+  assert beside[0].status == alone.status
+  assert beside[0].train_steps == alone.train_steps
+  assert beside[0].history["step"] == alone.history["step"]
+  assert beside[0].history["check_step"] == alone.history["check_step"]
+  assert math.isnan(beside[0].final_train_loss)
 
 
 # Learning the task.
