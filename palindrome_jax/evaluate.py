@@ -27,8 +27,12 @@ def base_config(results_dir: str) -> train.RunConfig:
     raise FileNotFoundError(f"{results_dir} holds no sweep (no readable "
                             "config.json)")
   known = {f.name for f in dataclasses.fields(train.RunConfig)}
-  return train.RunConfig(**{k: v for k, v in config["training_settings"].items()
-                            if k in known})
+  settings = {k: v for k, v in config["training_settings"].items()
+              if k in known}
+  # Checked at the sweep's shortest length, where its runs were: a setting
+  # that depends on N (T_max = c x N) may not hold at the default length.
+  lengths = config.get("lengths") or [train.RunConfig.length]
+  return train.RunConfig(length=min(lengths), **settings)
 
 
 def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,

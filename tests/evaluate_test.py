@@ -88,11 +88,16 @@ def test_the_table_counts_diverged_seeds_apart_as_the_sweep_does():
   assert "| rnn | 5 | 95.00 ± 5.00 (n=2), 1 diverged |" in evaluate.table(rows)
 
 
-def test_a_chrono_per_digit_sweep_is_evaluated_at_shorter_lengths(tmp_path):
-  """T_max = 1.0 x N only initialises; a model trained at N=4 reads N=2."""
-  base = dataclasses.replace(TINY, chrono_per_digit=1.0)
-  sweep.run_sweep(sweep.SweepConfig(cells=("lstm",), lengths=(4,), base=base),
-                  str(tmp_path))
-  rows = evaluate.evaluate_saved(str(tmp_path), lengths=(2, 4))
-  assert [(r["test_length"], r["status"]) for r in rows] == [(2, "ok"),
-                                                             (4, "ok")]
+@pytest.mark.parametrize("per_digit, trained", [
+    (1.0, 4),
+    # T_max = 0.3 x 7 = 2.1 is valid; at the default length 5 it would not be.
+    (0.3, 7)])
+def test_a_chrono_per_digit_sweep_is_evaluated_at_shorter_lengths(
+    tmp_path, per_digit, trained):
+  """T_max = c x N only initialises; a model trained at N reads N=2."""
+  base = dataclasses.replace(TINY, length=trained, chrono_per_digit=per_digit)
+  sweep.run_sweep(sweep.SweepConfig(cells=("lstm",), lengths=(trained,),
+                                    base=base), str(tmp_path))
+  rows = evaluate.evaluate_saved(str(tmp_path), lengths=(2, trained))
+  assert [(r["test_length"], r["status"]) for r in rows] == [
+      (2, "ok"), (trained, "ok")]
