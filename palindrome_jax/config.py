@@ -207,8 +207,9 @@ class RunConfig:
       1.0, "Clip gradients to this global norm before the optimizer sees "
       "them.", positive)
   lr_step_size: int = setting(
-      0, "RMSprop only: multiply the learning rate by --lr_gamma every this "
-      "many steps (the original's StepLR); 0: constant.", non_negative_int)
+      0, "Multiply the learning rate by --lr_gamma every this many steps "
+      "(PyTorch's StepLR, which the original used with RMSprop); 0: "
+      "constant.", non_negative_int)
   lr_gamma: float = setting(0.1, "Decay factor of --lr_step_size.", fraction)
   encoding: str = setting(
       "scalar", "Input encoding: scalar (the digit as one float, the "
@@ -258,9 +259,6 @@ class RunConfig:
     if self.chrono_per_digit is not None and not self.chrono_t_max_used > 2:
       raise ConfigError("chrono_per_digit", f"T_max = {self.chrono_per_digit}"
                         f" x N = {self.chrono_t_max_used} must be > 2")
-    if self.lr_step_size and self.optimizer != "rmsprop":
-      raise ConfigError("lr_step_size", "the step decay applies to "
-                        "--optimizer=rmsprop only")
     try:
       self.make_cell()
     except Exception as error:  # pylint: disable=broad-except

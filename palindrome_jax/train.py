@@ -67,13 +67,13 @@ def make_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
   Clipping comes first so the optimizer sees the clipped gradient (Pascanu et
   al. 2013, "On the difficulty of training recurrent neural networks").
   """
+  lr = cfg.learning_rate
+  if cfg.lr_step_size > 0:  # PyTorch's StepLR: lr x gamma^(step // size).
+    lr = optax.exponential_decay(cfg.learning_rate, cfg.lr_step_size,
+                                 cfg.lr_gamma, staircase=True)
   if cfg.optimizer == "adam":
-    opt = optax.adam(cfg.learning_rate)
+    opt = optax.adam(lr)
   elif cfg.optimizer == "rmsprop":
-    lr = cfg.learning_rate
-    if cfg.lr_step_size > 0:
-      lr = optax.exponential_decay(cfg.learning_rate, cfg.lr_step_size,
-                                   cfg.lr_gamma, staircase=True)
     # As PyTorch's RMSprop, the original's: decay 0.99, eps outside the sqrt.
     opt = optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False)
   else:

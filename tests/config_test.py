@@ -48,9 +48,6 @@ def test_every_field_has_help_and_a_role():
 
 
 def test_cross_field_checks():
-  with pytest.raises(config.ConfigError, match="lr_step_size: the step decay"):
-    config.RunConfig(lr_step_size=10)
-  config.RunConfig(lr_step_size=10, optimizer="rmsprop")
   with pytest.raises(config.ConfigError, match="checkpoint_every: 30 is not"):
     sweep.SweepConfig(checkpoint_every=30)
   with pytest.raises(config.ConfigError, match="max_length: 4 is below"):

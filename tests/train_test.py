@@ -126,18 +126,19 @@ def test_unknown_optimizer_raises():
     train.make_optimizer(_config(optimizer="sgd"))
 
 
-# RMSprop: step decay and PyTorch's update rule.
+# Step decay; RMSprop's update rule against PyTorch's.
 
 
-def test_rmsprop_step_decay_divides_the_learning_rate_every_step_size():
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_step_decay_divides_the_learning_rate_every_step_size(optimizer):
   rng = np.random.default_rng(2)
   grads = [_random_tree(rng, 0.5) for _ in range(25)]  # Never clipped.
   decayed = _run_updates(train.make_optimizer(_config(
-      optimizer="rmsprop", lr_step_size=10, lr_gamma=0.1)), grads)
+      optimizer=optimizer, lr_step_size=10, lr_gamma=0.1)), grads)
   constant = _run_updates(train.make_optimizer(_config(
-      optimizer="rmsprop", lr_step_size=0)), grads)
-  # RMSprop's state does not depend on the learning rate, so the ratio of
-  # the updates is the ratio of the learning rates.
+      optimizer=optimizer, lr_step_size=0)), grads)
+  # Neither optimizer's state depends on the learning rate, so the ratio of
+  # the updates is the ratio of the learning rates (PyTorch's StepLR).
   for step, (a, b) in enumerate(zip(decayed, constant)):
     expected = 0.1 ** (step // 10)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
