@@ -389,6 +389,9 @@ def train_and_evaluate(
   evaluation = jax.device_get(_evaluate_seeds(state.params, eval_keys,
                                               program, cfg.eval_batches))
   params = jax.device_get(state.params)
+  confirm_rows = checks.get("confirm_accuracy", [])
+  confirm_rows = ([[None] * len(seeds)] * (len(checks["step"])
+                                           - len(confirm_rows)) + confirm_rows)
   results = []
   for i, seed in enumerate(seeds):
     if diverged_at[i] is not None:
@@ -405,11 +408,14 @@ def train_and_evaluate(
            "loss": [history["loss"][k][i] for k in kept],
            "accuracy": [history["accuracy"][k][i] for k in kept],
            "check_step": list(checks["step"]),
-           "check_accuracy": [row[i] for row in checks["accuracy"]]}
+           "check_accuracy": [row[i] for row in checks["accuracy"]],
+           # At checks that passed, the confirmation's accuracy (None where
+           # not confirmed or a checkpoint predates the record).
+           "check_confirm_accuracy": [row[i] for row in confirm_rows]}
     if last_step is not None:
-      own["check_accuracy"] = [a for s, a in zip(checks["step"],
-                                                 own["check_accuracy"])
-                               if s <= last_step]
+      for name in ("check_accuracy", "check_confirm_accuracy"):
+        own[name] = [a for s, a in zip(checks["step"], own[name])
+                     if s <= last_step]
       own["check_step"] = [s for s in checks["step"] if s <= last_step]
     results.append(SeedResult(
         seed=seed, status=status,

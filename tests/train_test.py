@@ -557,6 +557,13 @@ def test_a_check_that_is_not_confirmed_does_not_count(monkeypatch):
   assert result.train_steps == EASY.train_steps
   checks = result.history["check_accuracy"]
   assert max(checks) >= EASY.solved_accuracy  # The check alone would pass.
+  # The record says why it did not count: the confirmation's accuracy, at
+  # each check that passed (None at the others).
+  confirms = result.history["check_confirm_accuracy"]
+  assert len(confirms) == len(checks)
+  assert [c is not None for c in confirms] == [
+      a >= EASY.solved_accuracy for a in checks]
+  assert {c for c in confirms if c is not None} == {0.0}
   # Without confirmation the same check stops it.
   monkeypatch.setattr(train, "_check_seeds", real)
   alone = train.train_and_evaluate(
