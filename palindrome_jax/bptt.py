@@ -166,5 +166,5 @@ def _lstm_bptt_factory(forget_bias: float = 0.0, chrono_t_max=None,
 
 cells.register("rnn_bptt", cells.Cell(
     cells.rnn_init, _rnn_projected_step, project=cells.project_input,
-    sequence=rnn_unroll))
-cells.register("lstm_bptt", _lstm_bptt_factory)
+    sequence=rnn_unroll), keys_of="rnn")
+cells.register("lstm_bptt", _lstm_bptt_factory, keys_of="lstm")

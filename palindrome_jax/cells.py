@@ -179,12 +179,24 @@ def gru_step(params: Params, h_BxH: jax.Array, x_BxD: jax.Array):
 
 CELL_OPTIONS = ("forget_bias", "chrono_t_max")
 _REGISTRY: dict[str, Callable[..., Cell]] = {}
+_KEYS_OF: dict[str, str] = {}
 
 
-def register(name: str, cell: Cell | Callable[..., Cell]) -> None:
-  """Registers ``cell`` (a :class:`Cell`, or a factory of options) as ``name``."""
+def register(name: str, cell: Cell | Callable[..., Cell],
+             keys_of: Optional[str] = None) -> None:
+  """Registers ``cell`` (a :class:`Cell`, or a factory of options) as ``name``.
+
+  ``keys_of``: a registered cell that ``cell`` computes another way (a
+  hand-derived gradient, a parallel scan); its runs then draw that cell's
+  random numbers (initial weights, batches), so the two train alike.
+  """
   if not name or not name.replace("_", "").isalnum():
     raise ValueError(f"cell name must be alphanumeric or '_', got {name!r}")
+  if keys_of is not None and keys_of not in _REGISTRY:
+    raise KeyError(f"keys_of={keys_of!r} is not a registered cell")
+  _KEYS_OF.pop(name, None)
+  if keys_of is not None:
+    _KEYS_OF[name] = key_name(keys_of)
   _build.cache_clear()
   if isinstance(cell, Cell):
     _REGISTRY[name] = lambda **options: cell
@@ -198,6 +210,12 @@ def register(name: str, cell: Cell | Callable[..., Cell]) -> None:
 def names() -> tuple[str, ...]:
   """Registered cell names, sorted."""
   return tuple(sorted(_REGISTRY))
+
+
+def key_name(name: str) -> str:
+  """The name whose random numbers runs of cell ``name`` draw: its own, or
+  the ``keys_of`` it was registered with."""
+  return _KEYS_OF.get(name, name)
 
 
 def get(name: str, **options) -> Cell:

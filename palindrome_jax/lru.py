@@ -164,4 +164,4 @@ def make_cell(r_min: float = R_MIN, r_max: float = R_MAX,
 
 
 cells.register("lru", make_cell())
-cells.register("lru_parallel", make_cell(parallel=True))
+cells.register("lru_parallel", make_cell(parallel=True), keys_of="lru")

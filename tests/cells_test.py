@@ -453,3 +453,13 @@ def test_get_with_same_options_returns_the_identical_object():
   cfg = train.RunConfig(cell="gru", forget_bias=1.0)
   assert cfg.make_cell() is train.RunConfig(cell="gru",
                                             forget_bias=1.0).make_cell()
+
+
+@pytest.mark.usefixtures("restore_cell_registry")
+def test_keys_of_must_name_a_registered_cell_and_is_replaced_on_reregister():
+  with pytest.raises(KeyError, match="keys_of='nope'"):
+    cells.register("other_rnn", cells.get("rnn"), keys_of="nope")
+  cells.register("other_rnn", cells.get("rnn"), keys_of="rnn")
+  assert cells.key_name("other_rnn") == "rnn"
+  cells.register("other_rnn", cells.get("rnn"))
+  assert cells.key_name("other_rnn") == "other_rnn"

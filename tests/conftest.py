@@ -38,12 +38,14 @@ def pytest_report_header(config):
 @contextlib.contextmanager
 def registry_restored():
   """Cells registered inside are gone afterwards; the registry is as before."""
-  saved = dict(cells._REGISTRY)  # pylint: disable=protected-access
+  saved = [(table, dict(table)) for table in (
+      cells._REGISTRY, cells._KEYS_OF)]  # pylint: disable=protected-access
   try:
     yield
   finally:
-    cells._REGISTRY.clear()  # pylint: disable=protected-access
-    cells._REGISTRY.update(saved)  # pylint: disable=protected-access
+    for table, contents in saved:
+      table.clear()
+      table.update(contents)
     cells._build.cache_clear()  # pylint: disable=protected-access
 
 

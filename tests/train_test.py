@@ -401,6 +401,7 @@ def _register_rnn_overflowing_for_some_seeds():
   return cfg, overflows
 
 
+@pytest.mark.usefixtures("restore_cell_registry")
 def test_a_seed_that_diverges_beside_others_is_recorded_as_if_alone():
   # A diverged seed is frozen at the end of the chunk where it diverged; its
   # record (steps trained, history, checks) must not run on with the seeds
