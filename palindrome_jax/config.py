@@ -246,8 +246,9 @@ class RunConfig:
       "steps_to_solve (and, in the horizon search, what solves a length).",
       fraction, static=False)
   eval_every: int = setting(
-      500, "Steps between solve checks (10 fresh held-out batches each); "
-      "their first confirmed pass is the run's steps_to_solve.",
+      500, "Steps between solve checks (10 fresh held-out batches each; "
+      "the last step is checked too); their first confirmed pass is the "
+      "run's steps_to_solve.",
       positive_int, static=False)
   confirm_batches: int = setting(
       100, "A solve check that passes is confirmed on this many more fresh "

@@ -159,7 +159,9 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
             "![accuracy against N](accuracy_vs_length.png)", ""]
   lines += ["## Steps to solve", "",
             f"Seeds whose solve check (10 held-out batches every "
-            f"{settings.get('eval_every', '?')} steps) reached "
+            f"{settings.get('eval_every', '?')} steps"
+            + (f", confirmed on {settings['confirm_batches']} more"
+               if settings.get("confirm_batches") else "") + ") reached "
             f"{percent(settings.get('solved_accuracy'), 0)}% within "
             f"{budget} steps, and their median step"
             + (" (each stopped there: --stop_when_solved)."

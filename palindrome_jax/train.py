@@ -265,8 +265,8 @@ def train_and_evaluate(
     should_stop: Callable[[], bool] = lambda: False) -> GroupResult:
   """Trains ``cfg`` for every seed at once and evaluates each on fresh data.
 
-  Every ``cfg.eval_every`` steps each seed is checked on held-out batches
-  (:func:`solve_check`); the first check at or above ``cfg.solved_accuracy``
+  Every ``cfg.eval_every`` steps (and at the last) each seed is checked on
+  held-out batches (:func:`solve_check`); the first check at or above ``cfg.solved_accuracy``
   gives its ``steps_to_solve``, and with ``cfg.stop_when_solved`` that seed's
   state is frozen from then on; training ends when every seed is solved,
   diverged or out of budget. A seed whose loss or parameters turn non-finite
@@ -346,7 +346,8 @@ def train_and_evaluate(
     history["step"].append(step)
     history["loss"].append([float(x) for x in stats["loss"]])
     history["accuracy"].append([float(x) for x in stats["accuracy"]])
-    if step % cfg.eval_every == 0:
+    # The budget's last step is checked too, on the grid or not.
+    if step % cfg.eval_every == 0 or step == cfg.train_steps:
       accuracy = jax.device_get(_check_seeds(
           state.params, check_keys, step, program, CHECK_BATCHES, 0))
       checks["step"].append(step)

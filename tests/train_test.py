@@ -477,6 +477,18 @@ def test_stop_when_solved_stops_at_the_first_passing_check(easy_runs):
              if s < solved_at)
 
 
+def test_the_last_step_is_checked_when_the_budget_is_off_the_check_grid():
+  # Checks every 250 steps of a 600-step budget: without a check at step 600
+  # the last 100 steps could solve the task and count for nothing.
+  cfg = dataclasses.replace(EASY, eval_every=250)
+  result = train.train_and_evaluate(cfg, (0,)).seeds[0]
+  assert result.history["check_step"] == [250, 500, 600]
+  solved = [s for s, a in zip(result.history["check_step"],
+                              result.history["check_accuracy"])
+            if a >= EASY.solved_accuracy]
+  assert result.steps_to_solve == (solved[0] if solved else None)
+
+
 def test_without_stopping_the_run_trains_the_budget_and_solves_alike(
     easy_runs):
   full, stopped = easy_runs
