@@ -56,7 +56,8 @@ def step_on_input(cell: Cell, params: Params, carry: Carry,
 def uniform_fan_in(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """Weights uniform in ``±1/sqrt(fan_in)`` with ``fan_in = shape[0]``.
 
-  The original's initialisation (PyTorch's default for recurrent layers too).
+  The original's initialisation. (PyTorch's ``nn.RNN``/``nn.LSTM`` differ:
+  they bound every weight by ``1/sqrt(hidden_size)``, the input weights too.)
   """
   bound = 1.0 / math.sqrt(shape[0])
   return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
