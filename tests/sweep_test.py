@@ -1,6 +1,7 @@
 """Tests for palindrome_jax.sweep: resume, extend, failures, the same numbers
 alone or in a sweep."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -277,3 +278,41 @@ def test_a_run_finished_by_another_process_meanwhile_is_not_retrained(
   assert sorted(r["length"] for r in rows) == [3, 4]
   # Each record is the one first saved: nothing was overwritten.
   assert {r["length"]: r["wall_seconds"] for r in rows} == other_record
+
+
+def test_a_vmapped_group_trains_only_its_seeds_not_finished_meanwhile(
+    tmp_path):
+  """Seed 1 of a vmapped group (1, 2) is finished by another process after
+  this one listed it: the group trains seed 2 alone, to the numbers seed 2
+  gets alone, and seed 1's record is kept."""
+  sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(3,), seeds=(1,),
+                                    base=TINY), str(tmp_path))
+  first = io.read_json(str(tmp_path / "runs" / "rnn_N3_seed1.json"))
+  listed = set()
+  real_finished = results.ResultsDir.finished
+
+  def finished_after_listing(self, run):
+    if run not in listed:  # The listing saw it unfinished.
+      listed.add(run)
+      return None
+    return real_finished(self, run)
+
+  trained = []
+
+  def spy(cfg, seeds, **kwargs):
+    trained.append(tuple(seeds))
+    return train.train_and_evaluate(cfg, seeds, **kwargs)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(results.ResultsDir, "finished", finished_after_listing)
+    rows = sweep.run_sweep(
+        sweep.SweepConfig(cells=("rnn",), lengths=(3,), seeds=(1, 2),
+                          vmap_seeds=True, base=TINY),
+        str(tmp_path), train_fn=spy).rows
+  assert trained == [(2,)]
+  by_seed = {r["seed"]: r for r in rows}
+  assert by_seed[1]["wall_seconds"] == first["wall_seconds"]
+  alone = train.train_and_evaluate(
+      dataclasses.replace(TINY, cell="rnn", length=3), (2,)).seeds[0]
+  assert by_seed[2]["test_accuracy"] == alone.test_accuracy
+  assert not list(tmp_path.glob("checkpoints/*"))
