@@ -3,10 +3,11 @@ r"""Finds each cell's memory horizon: the longest N every seed learns.
     python -m experiments.horizon --cells=rnn,lstm,gru --seeds=3
 
 For each cell, N doubles from --min_length until some seed fails to solve it
-(or N reaches --max_length), then bisects. A seed solves N when a solve check
-reaches --solved_accuracy on held-out batches and more batches confirm it
-(--confirm_batches); it then stops training (--stop_when_solved is on here),
-and its final test accuracy is reported beside it. Writes horizon.json,
+(or N reaches --max_length), then bisects (to --resolution). A seed solves N
+when a solve check reaches --solved_accuracy on held-out batches and more
+batches confirm it (--confirm_batches); it then stops training
+(--stop_when_solved is on here), and its final test accuracy is reported
+beside it. Writes horizon.json,
 horizon.md, horizon.png and steps_to_solve.png in --results_dir; rerunning
 the same command there reuses every run already trained.
 """

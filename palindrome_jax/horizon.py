@@ -59,6 +59,11 @@ class HorizonConfig:
       config_lib.positive_int)
   max_length: int = config_lib.setting(200, "Longest N tried.",
                                    config_lib.positive_int)
+  resolution: int = config_lib.setting(
+      1, "Stop bisecting once the last length passed and the first failed "
+      "are this close: 1 finds the exact horizon; 10 reports it as "
+      "'>= a, < b' with b - a <= 10, for fewer long trainings.",
+      config_lib.positive_int)
   checkpoint_every: int = config_lib.setting(
       1000, "Save each run's training state every this many steps (a "
       "multiple of --log_every), so a killed search continues mid-run; 0: "
@@ -89,17 +94,20 @@ class HorizonConfig:
     """The search's settings, as ``horizon.json`` records them."""
     return results_lib.jsonable({
         "threshold": self.threshold, "min_length": self.min_length,
-        "max_length": self.max_length, "seeds": list(self.seeds),
+        "max_length": self.max_length, "resolution": self.resolution,
+        "seeds": list(self.seeds),
         "training": self.base.training_settings()})
 
 
 def search(passes: Callable[[int], bool], min_length: int,
-           max_length: int) -> Optional[int]:
+           max_length: int, resolution: int = 1) -> Optional[int]:
   """The largest ``N`` in ``[min_length, max_length]`` with ``passes(N)``.
 
   Doubles ``N`` from ``min_length`` (the last try is ``max_length`` itself)
-  until a fail, then bisects between the last pass and that fail. None if
-  ``min_length`` fails. Assumes ``passes`` is monotone (true, then false).
+  until a fail, then bisects between the last pass and that fail until they
+  are ``resolution`` apart (1: adjacent, the exact answer; more: the last
+  pass, a lower bound within ``resolution`` of it). None if ``min_length``
+  fails. Assumes ``passes`` is monotone (true, then false).
   """
   if not 1 <= min_length <= max_length:
     raise ValueError(f"need 1 <= min_length <= max_length, got {min_length}, "
@@ -115,7 +123,7 @@ def search(passes: Callable[[int], bool], min_length: int,
     last_pass = n
   else:
     return max_length
-  while first_fail - last_pass > 1:
+  while first_fail - last_pass > max(resolution, 1):
     mid = (last_pass + first_fail) // 2
     if passes(mid):
       last_pass = mid
@@ -163,11 +171,13 @@ def cell_horizon(cell: str, config: HorizonConfig,
   """Searches ``cell``'s horizon. ``train_length(N)`` returns every seed's
   record at ``N`` (from disk, or trained now); ``on_evaluation`` receives
   each length's record as it is known."""
-  order = []
+  order, failed = [], []
 
   def passes(n: int) -> bool:
     order.append(n)
     record = length_record(n, train_length(n))
+    if not record["passed"]:
+      failed.append(n)
     on_evaluation(record)
     on_message(f"{cell} N={n}: {sum(record['solved'])}/"
                f"{len(record['solved'])} seeds solved, mean test accuracy "
@@ -175,12 +185,21 @@ def cell_horizon(cell: str, config: HorizonConfig,
                f"{'pass' if record['passed'] else 'fail'}")
     return record["passed"]
 
-  found = search(passes, config.min_length, config.max_length)
+  found = search(passes, config.min_length, config.max_length,
+                 config.resolution)
   return {"cell": cell, "horizon": found,
-          "message": _message(found, config), "search_order": order}
+          "message": _message(found, config, _first_fail(found, failed)),
+          "search_order": order}
 
 
-def _message(found: Optional[int], config: HorizonConfig) -> str:
+def _first_fail(found: Optional[int], failed: Sequence[int]) -> Optional[int]:
+  """The shortest failed length above ``found``: the horizon's upper bound."""
+  above = [n for n in failed if found is not None and n > found]
+  return min(above) if above else None
+
+
+def _message(found: Optional[int], config: HorizonConfig,
+             first_fail: Optional[int] = None) -> str:
   threshold = f"{100 * config.threshold:g}%"
   if found is None:
     return (f"not every seed solves ({threshold}) even at the shortest "
@@ -188,8 +207,12 @@ def _message(found: Optional[int], config: HorizonConfig) -> str:
   if found == config.max_length:
     return (f"every seed solves ({threshold}) up to --max_length="
             f"{config.max_length}; the horizon may be longer")
+  first_fail = first_fail or found + 1
+  between = ("" if first_fail == found + 1 else
+             f" (the lengths between are not searched: --resolution="
+             f"{config.resolution})")
   return (f"every seed solves ({threshold}) up to N={found}, not at "
-          f"N={found + 1}")
+          f"N={first_fail}{between}")
 
 
 def _earlier_cells(json_path: str, config: HorizonConfig) -> dict:
@@ -203,13 +226,21 @@ def _earlier_cells(json_path: str, config: HorizonConfig) -> dict:
     return {}
   others = {cell: entry for cell, entry in earlier["cells"].items()
             if cell not in config.cells}
-  if others and earlier.get("settings") != config.settings():
+  if others and _with_defaults(earlier.get("settings")) != config.settings():
     logging.warning(
         "%s: not kept in horizon.json: %s, searched with other settings; "
         "search again with these to include them (their runs are reused)",
         json_path, ", ".join(others))
     return {}
   return others
+
+
+def _with_defaults(settings: Any) -> Any:
+  """Search settings as this version records them: one written before
+  ``resolution`` existed searched exactly (1)."""
+  if not isinstance(settings, dict):
+    return settings
+  return {"resolution": 1, **settings}
 
 
 def run_horizon(config: HorizonConfig, results_dir: str,
@@ -412,4 +443,8 @@ def horizon_text(entry: dict, settings: dict) -> str:
     return f"< {settings['min_length']}"
   if found == settings["max_length"]:
     return f"≥ {found}"
+  first_fail = _first_fail(found, [e["length"] for e in entry["evaluations"]
+                                   if not e["passed"]])
+  if first_fail is not None and first_fail > found + 1:  # --resolution.
+    return f"≥ {found}, < {first_fail}"
   return str(found)

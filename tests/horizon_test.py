@@ -79,6 +79,42 @@ def test_search_edges():
     horizon.search(lambda n: True, 8, 7)
 
 
+@pytest.mark.parametrize("limit", [5, 9, 37, 63, 64, 150, 199])
+@pytest.mark.parametrize("resolution", [1, 4, 10])
+def test_search_stops_bisecting_within_the_resolution(limit, resolution):
+  tried = []
+  def passes(n):
+    tried.append(n)
+    return n <= limit
+  found = horizon.search(passes, 5, 200, resolution=resolution)
+  failed_above = [n for n in tried if n > limit]
+  # The last pass, and the first fail above it no more than `resolution`
+  # further: the horizon lies between.
+  assert found <= limit and found in tried
+  assert min(failed_above) - found <= resolution
+  assert limit < min(failed_above)
+  if resolution == 1:
+    assert found == limit
+  exact = []
+  horizon.search(lambda n: exact.append(n) or n <= limit, 5, 200)
+  assert len(tried) <= len(exact)
+
+
+def test_a_search_at_a_resolution_reports_its_bracket(tmp_path):
+  trainer = FakeTrainer(lambda cell, n, seed: 1.0 if n <= 37 else 0.1)
+  content = horizon.run_horizon(config(resolution=10), str(tmp_path),
+                                train_fn=trainer)
+  entry = content["cells"]["rnn"]
+  assert entry["search_order"] == [5, 10, 20, 40, 30]
+  assert entry["horizon"] == 30
+  assert entry["message"] == (
+      "every seed solves (99%) up to N=30, not at N=40 (the lengths between "
+      "are not searched: --resolution=10)")
+  table = (tmp_path / "horizon.md").read_text()
+  assert "| rnn | ≥ 30, < 40 |" in table
+  assert content["settings"]["resolution"] == 10
+
+
 def test_run_horizon_writes_files_and_messages(tmp_path):
   trainer = FakeTrainer(lambda cell, n, seed: {"rnn": 1.0 if n <= 37 else 0.1,
                                                "lstm": 0.5, "gru": 1.0}[cell])
@@ -175,6 +211,20 @@ def test_a_search_of_other_cells_keeps_the_earlier_ones_in_the_report(
   assert list(content["cells"]) == ["gru"]
 
 
+def test_earlier_cells_from_before_the_resolution_setting_are_kept(tmp_path):
+  # A horizon.json written before --resolution existed searched exactly.
+  trainer = FakeTrainer(lambda cell, n, seed: 1.0 if n <= 9 else 0.1)
+  horizon.run_horizon(config(cells=("rnn",)), str(tmp_path),
+                      train_fn=trainer)
+  path = str(tmp_path / "horizon.json")
+  old = io.read_json(path)
+  del old["settings"]["resolution"]
+  io.write_json(path, old)
+  content = horizon.run_horizon(config(cells=("gru",)), str(tmp_path),
+                                train_fn=trainer)
+  assert sorted(content["cells"]) == ["gru", "rnn"]
+
+
 def test_a_failing_cell_does_not_stop_the_others(tmp_path):
   def accuracy(cell, n, seed):
     if (cell == "gru" and n == 10) or cell == "lstm":
@@ -211,6 +261,8 @@ def test_entrypoint_end_to_end(tmp_path):
 @pytest.mark.parametrize("flags, error", [
     (["--min_length=9", "--max_length=4"],
      "error: --max_length: 4 is below --min_length (9)"),
+    (["--resolution=0"],
+     "error: --resolution: must be a positive integer, got 0"),
     # T_max = 1.0 x N is 2 at the shortest length the search may train.
     (["--cells=lstm", "--min_length=2", "--max_length=4",
       "--chrono_per_digit=1"],
