@@ -7,9 +7,9 @@ For each cell, N doubles from --min_length until some seed fails to solve it
 when a solve check reaches --solved_accuracy on held-out batches and more
 batches confirm it (--confirm_batches); it then stops training
 (--stop_when_solved is on here), and its final test accuracy is reported
-beside it. Writes horizon.json,
-horizon.md, horizon.png and steps_to_solve.png in --results_dir; rerunning
-the same command there reuses every run already trained.
+beside it. Writes horizon.json, horizon.md, horizon.png and
+steps_to_solve.png in --results_dir; rerunning the same command there reuses
+every run already trained.
 """
 
 
