@@ -243,6 +243,8 @@ def horizon(content: dict[str, Any], path: str) -> None:
   """Mean test accuracy against N (log scale) for every cell of a horizon
   search (see :mod:`palindrome_jax.horizon`): seeds as dots, the threshold
   dashed, each cell's horizon a star."""
+  # Imported here: horizon imports this module for its figures.
+  from palindrome_jax import horizon as horizon_lib
   settings = content["settings"]
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   lengths_all = set()
@@ -254,16 +256,10 @@ def horizon(content: dict[str, Any], path: str) -> None:
     lengths_all.update(lengths)
     means = [100 * _nan_if_none(e["mean_accuracy"]) for e in evaluations]
     found = entry.get("horizon")
-    if "message" not in entry:
-      label = f"{cell} (unfinished)"
-    elif entry["message"].startswith("error"):
-      label = f"{cell} (search failed)"
-    elif found is None:
-      label = f"{cell} (horizon < {settings['min_length']})"
-    elif found == settings["max_length"]:
-      label = f"{cell} (horizon ≥ {found})"
-    else:
-      label = f"{cell} (horizon {found})"
+    text = horizon_lib.horizon_text(entry, settings)  # As horizon.md has it.
+    label = (f"{cell} (search failed)" if text == "error" else
+             f"{cell} (unfinished)" if text == "unfinished" else
+             f"{cell} (horizon {text})")
     line, = ax.plot(lengths, means, marker="o", label=label)
     # A length passes on the solve checks of every seed, not on the final
     # test: a failed one can test above the threshold, so it is drawn hollow.

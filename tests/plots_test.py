@@ -64,3 +64,26 @@ def test_the_horizon_figure_marks_failed_lengths_whatever_their_accuracy(
             tuple(c.get_facecolors()[0]) == (1.0, 1.0, 1.0, 1.0)]
   assert hollow == [(20.0,)]
   assert any("failed" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_the_horizon_figure_labels_each_cell_as_the_table_does(monkeypatch):
+  # An unfinished search shows its bounds so far, as horizon.md does, not a
+  # bare "unfinished".
+  figures = []
+  monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+  def evaluations(*tried):
+    return [{"length": n, "mean_accuracy": acc, "accuracies": [acc] * 2,
+             "passed": acc == 1.0} for n, acc in tried]
+
+  plots.horizon({"settings": {"min_length": 5, "max_length": 40,
+                              "threshold": 0.99, "seeds": [1, 2],
+                              "training": {"train_steps": 100}},
+                 "cells": {"rnn": {"evaluations": evaluations(
+                     (5, 1.0), (10, 1.0), (20, 0.5))},
+                           "gru": {"evaluations": evaluations(
+                               (5, 1.0), (10, 1.0), (11, 0.5)),
+                                   "horizon": 10, "message": "up to N=10"}}},
+                "unused.png")
+  labels = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
+  assert "rnn (horizon ≥ 10, < 20 so far)" in labels
+  assert "gru (horizon 10)" in labels
