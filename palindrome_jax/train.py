@@ -268,10 +268,11 @@ def train_and_evaluate(
   Every ``cfg.eval_every`` steps (and at the last) each seed is checked on
   held-out batches (:func:`solve_check`); the first check at or above
   ``cfg.solved_accuracy`` gives its ``steps_to_solve``, and with
-  ``cfg.stop_when_solved`` that seed's state is frozen from then on; training ends when every seed is solved,
-  diverged or out of budget. A seed whose loss or parameters turn non-finite
-  is marked ``diverged at step K``. ``on_log`` is called after every chunk
-  with the step, per-seed loss and accuracy, and the throughput.
+  ``cfg.stop_when_solved`` that seed's state is frozen from then on;
+  training ends when every seed is solved, diverged or out of budget. A
+  seed whose loss or parameters turn non-finite is marked ``diverged at step
+  K``. ``on_log`` is called after every chunk with the step, per-seed loss
+  and accuracy, and the throughput.
 
   With ``checkpoint_path``, the state is saved every ``checkpoint_every``
   steps (at the end of the chunk that reaches or crosses each multiple) and

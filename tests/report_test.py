@@ -53,7 +53,8 @@ def test_sweep_report_has_every_section_and_relative_images():
 def test_sweep_report_states_the_confirmation_of_solve_checks():
   settings = {"train_steps": 1000, "eval_every": 500, "solved_accuracy": 0.99}
   confirmed, unconfirmed = (report.sweep_report([_row("lstm", 5, 42)], {
-      "training_settings": dict(settings, confirm_batches=k)}) for k in (100, 0))
+      "training_settings": dict(settings, confirm_batches=k)})
+                            for k in (100, 0))
   assert ("solve check (10 held-out batches every 500 steps, confirmed on "
           "100 more) reached 99%") in confirmed
   assert "confirmed on" not in unconfirmed
