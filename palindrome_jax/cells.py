@@ -43,6 +43,13 @@ class Cell(NamedTuple):
   # Optional whole-sequence path, ``(params, carry0, u_TxBxG) -> (carry,
   # h_TxBxH)``, equal to scanning ``step`` (e.g. with a hand-derived BPTT).
   sequence: Optional[Callable[[Params, Carry, jax.Array], Any]] = None
+  # Optional ``(params, carry0, u_TxBxG) -> (carry, h_BxH)``: the final carry
+  # and the last step's output only, equal to ``sequence``/the scan's last.
+  # :func:`palindrome_jax.model.apply` (the loss) uses it: for a cell whose
+  # output is not its carry (the lru's output block), the scan then skips the
+  # outputs that nobody reads, forward and backward. Like ``sequence`` it runs
+  # its own loop (``--unroll`` does not reach it).
+  last: Optional[Callable[[Params, Carry, jax.Array], Any]] = None
 
 
 def step_on_input(cell: Cell, params: Params, carry: Carry,

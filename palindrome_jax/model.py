@@ -35,16 +35,8 @@ def unroll(cell: cells_lib.Cell, cell_params: Params, inputs_BxTxD: jax.Array,
   carry after each step: all zeros it changes nothing, and the gradient of the
   loss with respect to it is ``dL/dcarry_t`` (see :mod:`gradients`).
   """
-  batch_size = inputs_BxTxD.shape[0]
-  xs_TxBxD = jnp.swapaxes(inputs_BxTxD, 0, 1)
-  if cell.project is not None:
-    # Linear in x: one [T*B, D] x [D, G] matmul for all steps, out of the loop.
-    xs_TxBxD = cell.project(cell_params, xs_TxBxD)
-
-  carry0 = cell.initial_carry(batch_size, hidden_dim)
-  # The carry takes the parameters' precision (float64 in gradient checks).
-  dtype = jnp.result_type(*jax.tree.leaves(cell_params))
-  carry0 = jax.tree.map(lambda c: c.astype(dtype), carry0)
+  carry0, xs_TxBxD = _scan_inputs(cell, cell_params, inputs_BxTxD,
+                                  hidden_dim)
   if cell.sequence is not None and carry_offsets is None:
     return cell.sequence(cell_params, carry0, xs_TxBxD)
 
@@ -59,10 +51,28 @@ def unroll(cell: cells_lib.Cell, cell_params: Params, inputs_BxTxD: jax.Array,
                       unroll=unroll_steps)
 
 
+def _scan_inputs(cell: cells_lib.Cell, cell_params: Params,
+                 inputs_BxTxD: jax.Array, hidden_dim: int):
+  """``(carry0, xs_TxBx*)``: the zero carry and the time-major inputs, projected
+  if ``cell`` projects."""
+  xs_TxBxD = jnp.swapaxes(inputs_BxTxD, 0, 1)
+  if cell.project is not None:
+    # Linear in x: one [T*B, D] x [D, G] matmul for all steps, out of the loop.
+    xs_TxBxD = cell.project(cell_params, xs_TxBxD)
+  carry0 = cell.initial_carry(inputs_BxTxD.shape[0], hidden_dim)
+  # The carry takes the parameters' precision (float64 in gradient checks).
+  dtype = jnp.result_type(*jax.tree.leaves(cell_params))
+  return jax.tree.map(lambda c: c.astype(dtype), carry0), xs_TxBxD
+
+
 def apply(cell: cells_lib.Cell, params: Params, inputs_BxTxD: jax.Array,
           **unroll_kwargs) -> jax.Array:
   """Logits ``[B, num_classes]`` from the last hidden state."""
   hidden_dim = params["readout"]["W"].shape[0]
+  if cell.last is not None and unroll_kwargs.get("carry_offsets") is None:
+    _, h_BxH = cell.last(params["cell"], *_scan_inputs(
+        cell, params["cell"], inputs_BxTxD, hidden_dim))
+    return readout(params, h_BxH)
   _, h_TxBxH = unroll(cell, params["cell"], inputs_BxTxD, hidden_dim,
                       **unroll_kwargs)
   return readout(params, h_TxBxH[-1])

@@ -145,3 +145,46 @@ def test_unroll_with_carry_offsets_and_its_gradient():
   # Offsets after step t move later outputs only: the last one moves nothing.
   assert float(jnp.abs(g_offsets[0][-1]).max()) == 0.0
   assert float(jnp.abs(g_offsets[0][0]).max()) > 0.0
+
+
+def _scan_last(params, carry0, u_TxBx3H):
+  """The last output of scanning ``lru_step``: what ``Cell.last`` spares."""
+  carry, h_TxBxH = jax.lax.scan(lambda c, u: lru.lru_step(params, c, u),
+                                carry0, u_TxBx3H)
+  return carry, h_TxBxH[-1]
+
+
+def test_last_equals_the_scans_last_output_and_its_gradient():
+  with jax.enable_x64(True):
+    params = jax.tree.map(lambda x: x.astype(jnp.float64), init())
+    u_TxBx3H = lru.lru_project(params, jax.random.normal(
+        jax.random.PRNGKey(1), (11, 2, 1), jnp.float64))
+    carry0 = tuple(jax.random.normal(k, (2, 8), jnp.float64)
+                   for k in jax.random.split(jax.random.PRNGKey(2)))
+    target_BxH = jax.random.normal(jax.random.PRNGKey(3), (2, 8), jnp.float64)
+
+    def loss(fn, params):
+      (x_re, x_im), h_BxH = fn(params, carry0, u_TxBx3H)
+      return (jnp.sum(jnp.square(h_BxH - target_BxH))
+              + jnp.sum(x_re * x_im) / 3)
+
+    expected, expected_grad = jax.jit(jax.value_and_grad(
+        functools.partial(loss, _scan_last)))(params)
+    for name in ("lru", "lru_parallel"):
+      last = cells.get(name).last
+      assert last in (lru.lru_last, lru.lru_sequence_last)
+      value, grad = jax.jit(jax.value_and_grad(
+          functools.partial(loss, last)))(params)
+      np.testing.assert_allclose(value, expected, rtol=1e-12)
+      for g, e in zip(jax.tree.leaves(grad), jax.tree.leaves(expected_grad)):
+        np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-12)
+
+
+def test_logits_through_last_equal_the_unrolled_readout():
+  params = model.init(jax.random.PRNGKey(0), cells.get("lru"), 1, 8)
+  inputs_BxTxD = jax.random.normal(jax.random.PRNGKey(1), (3, 20, 1))
+  _, h_TxBxH = model.unroll(cells.get("lru"), params["cell"], inputs_BxTxD, 8)
+  for name in ("lru", "lru_parallel"):
+    np.testing.assert_allclose(
+        model.apply(cells.get(name), params, inputs_BxTxD),
+        model.readout(params, h_TxBxH[-1]), atol=1e-5, rtol=1e-5)

@@ -36,3 +36,23 @@ def test_zero_carry_offsets_change_nothing_and_others_do():
                             carry_offsets=zeros.at[1].set(0.5))
   np.testing.assert_array_equal(h_TxBxH[:1], shifted[:1])  # Before t=1.
   assert np.abs(np.asarray(h_TxBxH[2:] - shifted[2:])).max() > 1e-3
+
+
+def test_apply_reads_the_last_output_from_cell_last_when_given():
+  cell, params, inputs_BxTxD = _setup("rnn")
+  seen = []
+
+  def last(cell_params, carry0, xs_TxBxD):
+    seen.append((carry0.shape, xs_TxBxD.shape))
+    return carry0, jnp.full(carry0.shape, 2.0)
+
+  marked = cell._replace(last=last)
+  expected = model.readout(params, jnp.full((3, 5), 2.0))
+  np.testing.assert_array_equal(model.apply(marked, params, inputs_BxTxD),
+                                expected)
+  assert seen == [((3, 5), (4, 3, 1))]  # The zero carry, time-major inputs.
+  # Carry offsets (the gradients' probe) need every step: the scan runs.
+  offsets = jnp.zeros((4, 3, 5))
+  np.testing.assert_array_equal(
+      model.apply(marked, params, inputs_BxTxD, carry_offsets=offsets),
+      model.apply(cell, params, inputs_BxTxD))
