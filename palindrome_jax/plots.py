@@ -101,11 +101,24 @@ def _most_seeds(rows: list[dict]) -> int:
   return max(counts.values(), default=0)
 
 
+def _line_styles(num_lines: int) -> list[dict[str, str]]:
+  """A style per line: the colour cycle's ten colours, then the same colours
+  dashed with square markers, and so on, so that no two lines look alike."""
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  looks = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+  return [{"color": colors[i % len(colors)],
+           "linestyle": looks[(i // len(colors)) % len(looks)][0],
+           "marker": looks[(i // len(colors)) % len(looks)][1]}
+          for i in range(num_lines)]
+
+
 def _draw_steps_to_solve(ax, rows: list[dict], budget: int) -> dict[str, Any]:
   """Draws :func:`steps_to_solve`'s lines on ``ax``, in the order the cells
-  first appear in ``rows``; returns each cell's colour."""
-  colors = {}
-  for cell in dict.fromkeys(r["cell"] for r in rows):
+  first appear in ``rows``; returns each cell's style (colour, line style
+  and marker, as ``plot``'s keywords)."""
+  names = list(dict.fromkeys(r["cell"] for r in rows))
+  styles = dict(zip(names, _line_styles(len(names))))
+  for cell in names:
     lengths = sorted({r["length"] for r in rows if r["cell"] == cell})
     medians, lows, highs, unsolved_at = [], [], [], []
     for n in lengths:
@@ -120,8 +133,7 @@ def _draw_steps_to_solve(ax, rows: list[dict], budget: int) -> dict[str, Any]:
       highs.append(np.max(steps))
       if any(s == budget for s in steps):
         unsolved_at.append(n)
-    line, = ax.plot(lengths, medians, marker="o", label=cell)
-    colors[cell] = line.get_color()
+    line, = ax.plot(lengths, medians, label=cell, **styles[cell])
     if len(lengths) > 1:
       ax.fill_between(lengths, lows, highs, color=line.get_color(), alpha=0.15)
     else:
@@ -137,7 +149,7 @@ def _draw_steps_to_solve(ax, rows: list[dict], budget: int) -> dict[str, Any]:
   ax.set_ylabel("training steps to solve")
   ax.set_ylim(0, budget * 1.08)
   ax.grid(alpha=0.3)
-  return colors
+  return styles
 
 
 def recipes(found: list, path: str) -> None:
@@ -149,7 +161,7 @@ def recipes(found: list, path: str) -> None:
                                     gridspec_kw={"height_ratios": [2, 3]})
   rows = [row for r in found for row in r.rows()]
   training = found[0].settings["training"]
-  colors = _draw_steps_to_solve(bottom, rows, training["train_steps"])
+  styles = _draw_steps_to_solve(bottom, rows, training["train_steps"])
   lengths_all, horizons = set(), []
   # Many recipes solve every seed up to some N: offset their lines a little
   # so that each stays visible where they all read 100%.
@@ -160,13 +172,14 @@ def recipes(found: list, path: str) -> None:
     lengths_all.update(lengths)
     shares = [100 * sum(e["solved"]) / max(len(e["solved"]), 1) + offset
               for e in evaluations]
-    top.plot(lengths, shares, marker="o", color=colors.get(r.label),
+    top.plot(lengths, shares, **styles.get(r.label, {"marker": "o"}),
              label=f"{r.label} (horizon {r.horizon})")
     found_at = r.entry.get("horizon")
     if found_at is not None and found_at in lengths:
       horizons.append(found_at)
       top.scatter([found_at], [shares[lengths.index(found_at)]], marker="*",
-                  s=220, color=colors.get(r.label), edgecolor="black",
+                  s=220, color=styles.get(r.label, {}).get("color"),
+                  edgecolor="black",
                   zorder=4)
   top.set_ylabel("seeds that solved (%;\nlines offset ±1.5 apart)")
   top.set_ylim(-5, 105)

@@ -87,3 +87,21 @@ def test_the_horizon_figure_labels_each_cell_as_the_table_does(monkeypatch):
   labels = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
   assert "rnn (horizon ≥ 10, < 20 so far)" in labels
   assert "gru (horizon 10)" in labels
+
+
+def test_twelve_lines_are_told_apart_by_colour_or_style():
+  # Matplotlib's colour cycle has ten colours: the eleventh line would look
+  # like the first (compare.png has twelve recipes).
+  rows = [{"cell": f"recipe{i}", "length": n, "status": "ok",
+           "steps_to_solve": 100 * (i + 1)} for i in range(12) for n in (5, 10)]
+  fig, ax = plots.plt.subplots()
+  styles = plots._draw_steps_to_solve(ax, rows, 2000)
+  drawn = [(line.get_label(), line.get_color(), line.get_linestyle(),
+            line.get_marker()) for line in ax.get_lines()
+           if line.get_label().startswith("recipe")]
+  assert len(drawn) == 12
+  assert len({d[1:] for d in drawn}) == 12
+  for label, color, linestyle, marker in drawn:
+    assert styles[label] == {"color": color, "linestyle": linestyle,
+                             "marker": marker}
+  plots.plt.close(fig)
