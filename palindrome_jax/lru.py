@@ -133,7 +133,7 @@ def lru_last(params: cells.Params, carry0, u_TxBx3H: jax.Array):
   ``lambda`` enters the loop broadcast to ``[B, H]``: its gradient then
   accumulates elementwise and is summed over the batch once, after the loop.
   Summed at every step instead, with the seeds' axis in front (the sweep's
-  vmap), the backward pass ran 4x slower on a CPU."""
+  vmap), the backward pass ran 3.5x slower on a CPU."""
   bu_re, bu_im, du = jnp.split(u_TxBx3H, 3, axis=-1)
   lam_re_BxH, lam_im_BxH = (jnp.broadcast_to(lam[None, :], bu_re.shape[1:])
                             for lam in lru_lambda(params))
