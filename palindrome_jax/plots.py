@@ -106,10 +106,12 @@ def _line_styles(num_lines: int) -> list[dict[str, str]]:
   dashed with square markers, and so on, so that no two lines look alike."""
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   looks = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
-  return [{"color": colors[i % len(colors)],
-           "linestyle": looks[(i // len(colors)) % len(looks)][0],
-           "marker": looks[(i // len(colors)) % len(looks)][1]}
-          for i in range(num_lines)]
+  styles = []
+  for i in range(num_lines):
+    linestyle, marker = looks[(i // len(colors)) % len(looks)]
+    styles.append({"color": colors[i % len(colors)], "linestyle": linestyle,
+                   "marker": marker})
+  return styles
 
 
 def _draw_steps_to_solve(ax, rows: list[dict], budget: int) -> dict[str, Any]:
@@ -172,14 +174,15 @@ def recipes(found: list, path: str) -> None:
     lengths_all.update(lengths)
     shares = [100 * sum(e["solved"]) / max(len(e["solved"]), 1) + offset
               for e in evaluations]
-    top.plot(lengths, shares, **styles.get(r.label, {"marker": "o"}),
+    # A recipe without runs has no line below, so no style of its own.
+    style = styles.get(r.label, {"marker": "o"})
+    top.plot(lengths, shares, **style,
              label=f"{r.label} (horizon {r.horizon})")
     found_at = r.entry.get("horizon")
     if found_at is not None and found_at in lengths:
       horizons.append(found_at)
       top.scatter([found_at], [shares[lengths.index(found_at)]], marker="*",
-                  s=220, color=styles.get(r.label, {}).get("color"),
-                  edgecolor="black",
+                  s=220, color=style.get("color"), edgecolor="black",
                   zorder=4)
   top.set_ylabel("seeds that solved (%;\nlines offset ±1.5 apart)")
   top.set_ylim(-5, 105)
