@@ -50,6 +50,10 @@ class Cell(NamedTuple):
   # outputs that nobody reads, forward and backward. Like ``sequence`` it runs
   # its own loop (``--unroll`` does not reach it).
   last: Optional[Callable[[Params, Carry, jax.Array], Any]] = None
+  # In ``--block=residual`` (see :mod:`palindrome_jax.model`), the expansion
+  # of the gated MLP that follows this cell in each layer, as in its paper's
+  # block (Griffin's recurrent block: 3); 0: none (Mamba's block has none).
+  mlp_expand: float = 0.0
 
 
 def step_on_input(cell: Cell, params: Params, carry: Carry,

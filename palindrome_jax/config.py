@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 from palindrome_jax import cells as cells_lib
 from palindrome_jax import data
+from palindrome_jax import model
 
 OPTIMIZERS = ("adam", "rmsprop")
 FIRST_SEED = 42  # The original notebook's seed; more seeds count up from it.
@@ -198,6 +199,14 @@ class RunConfig:
   batch_size: int = setting(128, "Examples per training and test batch.",
                             positive_int)
   num_hidden: int = setting(128, "Hidden units of each cell.", positive_int)
+  num_layers: int = setting(
+      1, "Recurrent layers, stacked layer-major (each layer's output sequence "
+      "is the next layer's input); 1: the original model.", positive_int)
+  block: str = setting(
+      "stack", "How layers stack: stack (PyTorch's nn.LSTM(num_layers=L): "
+      "layer l+1 reads layer l's outputs) or residual (an input projection, "
+      "then x + cell(RMSNorm(x)) per layer, plus the gated MLP where the "
+      "cell's paper has one, and a final RMSNorm).", one_of(model.BLOCKS))
   learning_rate: float = setting(1e-3, "Learning rate of the optimizer.",
                                  positive)
   optimizer: str = setting(
