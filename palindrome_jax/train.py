@@ -93,9 +93,15 @@ def loss_and_accuracy(cell: cells_lib.Cell, params: Any, batch: data.Batch,
   return loss, accuracy
 
 
+def init_params(key: jax.Array, cfg: RunConfig) -> Any:
+  """The model's initial parameters for ``cfg`` (cell, depth, block)."""
+  return model.init(key, cfg.make_cell(), cfg.input_dim, cfg.num_hidden,
+                    num_layers=cfg.num_layers, block=cfg.block)
+
+
 def create_train_state(key: jax.Array, data_key: jax.Array,
                        cfg: RunConfig) -> TrainState:
-  params = model.init(key, cfg.make_cell(), cfg.input_dim, cfg.num_hidden)
+  params = init_params(key, cfg)
   return TrainState.create(apply_fn=None, params=params,
                            tx=make_optimizer(cfg), data_key=data_key)
 
@@ -256,6 +262,166 @@ def compile_chunk(cfg: RunConfig, state: TrainState, num_steps: int,
   return _chunk_seeds.lower(state, active, num_steps, cfg.program()).compile()
 
 
+@dataclasses.dataclass
+class Loop:
+  """The loop's bookkeeping besides the train state, per seed; what a
+  checkpoint keeps beside the state (:meth:`as_dict`, :meth:`from_dict`).
+
+  ``history``: the step, per-seed loss and accuracy after every chunk;
+  ``checks``: the step, per-seed accuracy (and, where it passed, the
+  confirmation's) of every solve check; ``diverged_at``: the first bad step;
+  ``stopped_at``: the end of the chunk where a seed diverged; ``solved_at``:
+  the step of its first confirmed solve check.
+  """
+
+  history: dict[str, list]
+  checks: dict[str, list]
+  diverged_at: list[Optional[int]]
+  solved_at: list[Optional[int]]
+  stopped_at: list[Optional[int]]
+
+  @classmethod
+  def start(cls, num_seeds: int) -> "Loop":
+    return cls(history={"step": [], "loss": [], "accuracy": []},
+               checks={"step": [], "accuracy": [], "confirm_accuracy": []},
+               diverged_at=[None] * num_seeds, solved_at=[None] * num_seeds,
+               stopped_at=[None] * num_seeds)
+
+  @classmethod
+  def from_dict(cls, loop: dict[str, Any]) -> "Loop":
+    """A checkpoint's loop. Checkpoints written before ``stopped_at`` and
+    the confirmations were kept lack them: None where unknown."""
+    num_seeds = len(loop["diverged_at"])
+    checks = dict(loop["checks"])
+    confirm = checks.get("confirm_accuracy", [])
+    checks["confirm_accuracy"] = ([[None] * num_seeds]
+                                  * (len(checks["step"]) - len(confirm))
+                                  + confirm)
+    return cls(history=loop["history"], checks=checks,
+               diverged_at=loop["diverged_at"], solved_at=loop["solved_at"],
+               stopped_at=loop.get("stopped_at", [None] * num_seeds))
+
+  def as_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @property
+  def step(self) -> int:
+    """The steps trained so far (the last chunk's end)."""
+    return self.history["step"][-1] if self.history["step"] else 0
+
+  def training(self, i: int, cfg: RunConfig) -> bool:
+    """Whether seed ``i`` still trains: not diverged, and not solved when
+    solved seeds stop."""
+    return self.diverged_at[i] is None and not (
+        cfg.stop_when_solved and self.solved_at[i] is not None)
+
+  def active(self, cfg: RunConfig) -> list[bool]:
+    return [self.training(i, cfg) for i in range(len(self.diverged_at))]
+
+  def unfinished(self, cfg: RunConfig) -> bool:
+    return self.step < cfg.train_steps and any(self.active(cfg))
+
+
+def _chunk_length(cfg: RunConfig, step: int) -> int:
+  """Steps of the next chunk: to the next log point, solve check or the
+  budget's end, whichever comes first."""
+  return min(cfg.log_every, cfg.train_steps - step,
+             cfg.eval_every - step % cfg.eval_every)
+
+
+def _is_check_step(cfg: RunConfig, step: int) -> bool:
+  # The budget's last step is checked too, on the grid or not.
+  return step % cfg.eval_every == 0 or step == cfg.train_steps
+
+
+def _record_chunk(loop: Loop, stats: dict[str, Any], active: list[bool],
+                  cfg: RunConfig, seeds: Sequence[int]) -> None:
+  """Appends the chunk's statistics to the history and marks the seeds
+  whose loss or parameters turned non-finite (or blew up) as diverged."""
+  step = loop.step + _chunk_length(cfg, loop.step)
+  for i, seed in enumerate(seeds):
+    bad_step = int(stats["first_nonfinite_step"][i])
+    if active[i] and (bad_step >= 0 or not stats["params_finite"][i]
+                      or stats["loss"][i] > DIVERGED_LOSS):
+      loop.diverged_at[i] = bad_step if bad_step >= 0 else step
+      loop.stopped_at[i] = step
+      logging.warning("%s N=%d seed %d diverged at step %d", cfg.cell,
+                      cfg.length, seed, loop.diverged_at[i])
+  loop.history["step"].append(step)
+  loop.history["loss"].append([float(x) for x in stats["loss"]])
+  loop.history["accuracy"].append([float(x) for x in stats["accuracy"]])
+
+
+def _solve_check(loop: Loop, params: Any, check_keys: jax.Array,
+                 cfg: RunConfig) -> None:
+  """Checks every seed on held-out batches at ``loop.step``; a pass is
+  confirmed on ``cfg.confirm_batches`` more before it counts as solved."""
+  step, program, num_seeds = loop.step, cfg.program(), len(loop.solved_at)
+  accuracy = jax.device_get(_check_seeds(params, check_keys, step, program,
+                                         CHECK_BATCHES, 0))
+  passing = [i for i in range(num_seeds)
+             if loop.solved_at[i] is None and loop.diverged_at[i] is None
+             and accuracy[i] >= cfg.solved_accuracy]
+  confirmed = [None] * num_seeds
+  if passing and cfg.confirm_batches:
+    # A pass on 10 batches is confirmed on many more before it counts: a
+    # run stopped on a lucky check would then miss the final test.
+    confirmed = [float(a) for a in jax.device_get(_check_seeds(
+        params, check_keys, step, program, cfg.confirm_batches, 1))]
+    passing = [i for i in passing if confirmed[i] >= cfg.solved_accuracy]
+  loop.checks["step"].append(step)
+  loop.checks["accuracy"].append([float(a) for a in accuracy])
+  loop.checks["confirm_accuracy"].append(
+      [confirmed[i] if accuracy[i] >= cfg.solved_accuracy else None
+       for i in range(num_seeds)])
+  for i in passing:
+    loop.solved_at[i] = step
+
+
+def _seed_history(loop: Loop, i: int, last_step: Optional[int]) -> dict:
+  """Seed ``i``'s own history, ending where it stopped training."""
+  h, checks = loop.history, loop.checks
+  kept = [k for k, s in enumerate(h["step"])
+          if last_step is None or s <= last_step]
+  checked = [k for k, s in enumerate(checks["step"])
+             if last_step is None or s <= last_step]
+  return {"step": [h["step"][k] for k in kept],
+          "loss": [h["loss"][k][i] for k in kept],
+          "accuracy": [h["accuracy"][k][i] for k in kept],
+          "check_step": [checks["step"][k] for k in checked],
+          "check_accuracy": [checks["accuracy"][k][i] for k in checked],
+          # At checks that passed, the confirmation's accuracy (None where
+          # not confirmed or a checkpoint predates the record).
+          "check_confirm_accuracy": [checks["confirm_accuracy"][k][i]
+                                     for k in checked]}
+
+
+def _seed_results(loop: Loop, evaluation: dict[str, Any], params: Any,
+                  cfg: RunConfig, seeds: Sequence[int]) -> list[SeedResult]:
+  results = []
+  for i, seed in enumerate(seeds):
+    if loop.diverged_at[i] is not None:
+      status = f"diverged at step {loop.diverged_at[i]}"
+      last_step = loop.stopped_at[i] or _chunk_end(loop.history["step"],
+                                                   loop.diverged_at[i])
+    else:
+      status = "ok"
+      last_step = loop.solved_at[i] if cfg.stop_when_solved else None
+    own = _seed_history(loop, i, last_step)
+    results.append(SeedResult(
+        seed=seed, status=status,
+        test_accuracy=float(evaluation["accuracy"][i]),
+        test_loss=float(evaluation["loss"][i]),
+        final_train_loss=own["loss"][-1] if own["loss"] else math.nan,
+        final_train_accuracy=(own["accuracy"][-1] if own["accuracy"]
+                              else math.nan),
+        history=own,
+        params=jax.tree.map(lambda x, i=i: x[i], params),
+        steps_to_solve=loop.solved_at[i],
+        train_steps=own["step"][-1] if own["step"] else 0))
+  return results
+
+
 def train_and_evaluate(
     cfg: RunConfig, seeds: Sequence[int],
     on_log: Optional[Callable[[dict], None]] = None,
@@ -290,153 +456,82 @@ def train_and_evaluate(
                                        len(seeds))
   _, _, eval_keys, check_keys = jax.device_put(_stack_keys(seeds, cfg),
                                                sharding)
-
   t = time.perf_counter()
   state = jax.block_until_ready(init_states(cfg, seeds, sharding))
   compile_seconds = time.perf_counter() - t  # Init is nearly all compile.
+  state, loop = _restore(checkpoint_path, state, cfg, len(seeds))
+  resumed_from = loop.step
 
-  loop = {"history": {"step": [], "loss": [], "accuracy": []},
-          "diverged_at": [None] * len(seeds),
-          "solved_at": [None] * len(seeds),
-          "checks": {"step": [], "accuracy": []}}
-  if checkpoint_path:
-    restored = checkpoint_lib.restore(checkpoint_path, state)
-    if restored is not None:
-      state, loop = restored
-      logging.info("%s N=%d: continuing from the checkpoint at step %d",
-                   cfg.cell, cfg.length, int(state.step.max()))
-  # The step each diverged seed stopped training at: the end of the chunk
-  # where it diverged (checkpoints from before this was kept lack it).
-  loop.setdefault("stopped_at", [None] * len(seeds))
-  history, diverged_at = loop["history"], loop["diverged_at"]
-  solved_at, checks = loop["solved_at"], loop["checks"]
-  resumed_from = len(history["step"]) and history["step"][-1]
-
-  def training(i):
-    return diverged_at[i] is None and not (cfg.stop_when_solved
-                                           and solved_at[i] is not None)
-
-  compiled = {}
-  run_seconds = 0.0
-  steps_run = 0
-  step = len(history["step"]) and history["step"][-1]
-  while step < cfg.train_steps and any(map(training, range(len(seeds)))):
-    num_steps = min(cfg.log_every, cfg.train_steps - step,
-                    cfg.eval_every - step % cfg.eval_every)
-    active = jax.device_put(
-        np.array([training(i) for i in range(len(seeds))]), sharding)
+  compiled, run_seconds, steps_run = {}, 0.0, 0
+  while loop.unfinished(cfg):
+    num_steps = _chunk_length(cfg, loop.step)
+    active = loop.active(cfg)
+    active_S = jax.device_put(np.array(active), sharding)
     if num_steps not in compiled:
       t = time.perf_counter()
-      compiled[num_steps] = _chunk_seeds.lower(
-          state, active, num_steps, program).compile()
+      compiled[num_steps] = compile_chunk(cfg, state, num_steps, active_S)
       compile_seconds += time.perf_counter() - t
     t = time.perf_counter()
-    state, stats = compiled[num_steps](state, active)
+    state, stats = compiled[num_steps](state, active_S)
     stats = jax.device_get(stats)  # Blocks until the chunk is done.
     run_seconds += time.perf_counter() - t
     steps_run += num_steps
-    step += num_steps
-    for i, seed in enumerate(seeds):
-      bad_step = int(stats["first_nonfinite_step"][i])
-      if training(i) and (bad_step >= 0 or not stats["params_finite"][i]
-                          or stats["loss"][i] > DIVERGED_LOSS):
-        diverged_at[i] = bad_step if bad_step >= 0 else step
-        loop["stopped_at"][i] = step
-        logging.warning("%s N=%d seed %d diverged at step %d", cfg.cell,
-                        cfg.length, seed, diverged_at[i])
-    history["step"].append(step)
-    history["loss"].append([float(x) for x in stats["loss"]])
-    history["accuracy"].append([float(x) for x in stats["accuracy"]])
-    # The budget's last step is checked too, on the grid or not.
-    if step % cfg.eval_every == 0 or step == cfg.train_steps:
-      accuracy = jax.device_get(_check_seeds(
-          state.params, check_keys, step, program, CHECK_BATCHES, 0))
-      checks["step"].append(step)
-      checks["accuracy"].append([float(a) for a in accuracy])
-      passing = [i for i in range(len(seeds))
-                 if solved_at[i] is None and diverged_at[i] is None
-                 and accuracy[i] >= cfg.solved_accuracy]
-      confirmed = [None] * len(seeds)
-      if passing and cfg.confirm_batches:
-        # A pass on 10 batches is confirmed on many more before it counts:
-        # a run stopped on a lucky check would then miss the final test.
-        confirmed = [float(a) for a in jax.device_get(_check_seeds(
-            state.params, check_keys, step, program, cfg.confirm_batches, 1))]
-        passing = [i for i in passing
-                   if confirmed[i] >= cfg.solved_accuracy]
-      checks.setdefault("confirm_accuracy", []).append(
-          [confirmed[i] if accuracy[i] >= cfg.solved_accuracy else None
-           for i in range(len(seeds))])
-      for i in passing:
-        solved_at[i] = step
+    _record_chunk(loop, stats, active, cfg, seeds)
+    if _is_check_step(cfg, loop.step):
+      _solve_check(loop, state.params, check_keys, cfg)
     if on_log is not None:
-      on_log({"step": step, "loss": stats["loss"],
+      on_log({"step": loop.step, "loss": stats["loss"],
               "accuracy": stats["accuracy"],
               "steps_per_second": steps_run / max(run_seconds, 1e-9),
-              "solved": [s is not None for s in solved_at]})
-    # A run whose budget is spent or whose seeds are all done is finished:
-    # a stop then lets it evaluate, rather than throw it away.
-    unfinished = step < cfg.train_steps and any(map(training,
-                                                    range(len(seeds))))
-    stopping = unfinished and should_stop()
-    # Solve checks can end chunks off the log_every grid: a chunk that
-    # crosses a multiple of checkpoint_every saves.
-    if checkpoint_path and checkpoint_every and unfinished and (
-        step // checkpoint_every > (step - num_steps) // checkpoint_every
-        or stopping):
-      checkpoint_lib.save(checkpoint_path, state, loop)
-    if stopping:
-      raise Interrupted(f"{cfg.cell} N={cfg.length} stopped at step {step}")
+              "solved": [s is not None for s in loop.solved_at]})
+    _checkpoint_or_stop(loop, state, cfg, num_steps, checkpoint_path,
+                        checkpoint_every, should_stop)
 
   # Evaluation compiles and runs in one go; it is small beside training.
   evaluation = jax.device_get(_evaluate_seeds(state.params, eval_keys,
                                               program, cfg.eval_batches))
-  params = jax.device_get(state.params)
-  confirm_rows = checks.get("confirm_accuracy", [])
-  confirm_rows = ([[None] * len(seeds)] * (len(checks["step"])
-                                           - len(confirm_rows)) + confirm_rows)
-  results = []
-  for i, seed in enumerate(seeds):
-    if diverged_at[i] is not None:
-      status = f"diverged at step {diverged_at[i]}"
-      last_step = loop["stopped_at"][i] or _chunk_end(history["step"],
-                                                      diverged_at[i])
-    else:
-      status = "ok"
-      last_step = solved_at[i] if cfg.stop_when_solved else None
-    # A seed's own history ends where it stopped training.
-    kept = [k for k, s in enumerate(history["step"])
-            if last_step is None or s <= last_step]
-    own = {"step": [history["step"][k] for k in kept],
-           "loss": [history["loss"][k][i] for k in kept],
-           "accuracy": [history["accuracy"][k][i] for k in kept],
-           "check_step": list(checks["step"]),
-           "check_accuracy": [row[i] for row in checks["accuracy"]],
-           # At checks that passed, the confirmation's accuracy (None where
-           # not confirmed or a checkpoint predates the record).
-           "check_confirm_accuracy": [row[i] for row in confirm_rows]}
-    if last_step is not None:
-      for name in ("check_accuracy", "check_confirm_accuracy"):
-        own[name] = [a for s, a in zip(checks["step"], own[name])
-                     if s <= last_step]
-      own["check_step"] = [s for s in checks["step"] if s <= last_step]
-    results.append(SeedResult(
-        seed=seed, status=status,
-        test_accuracy=float(evaluation["accuracy"][i]),
-        test_loss=float(evaluation["loss"][i]),
-        final_train_loss=own["loss"][-1] if own["loss"] else math.nan,
-        final_train_accuracy=(own["accuracy"][-1] if own["accuracy"]
-                              else math.nan),
-        history=own,
-        params=jax.tree.map(lambda x, i=i: x[i], params),
-        steps_to_solve=solved_at[i],
-        train_steps=own["step"][-1] if own["step"] else 0))
   return GroupResult(
-      config=cfg, seeds=results, train_steps=step,
+      config=cfg,
+      seeds=_seed_results(loop, evaluation, jax.device_get(state.params),
+                          cfg, seeds),
+      train_steps=loop.step,
       wall_seconds=time.perf_counter() - wall_start,
       compile_seconds=compile_seconds,
       steps_per_second=steps_run / max(run_seconds, 1e-9),
       resumed_from=resumed_from)
+
+
+def _restore(checkpoint_path: Optional[str], state: TrainState,
+             cfg: RunConfig, num_seeds: int) -> tuple[TrainState, Loop]:
+  """The checkpoint's state and loop, if there is one; else a fresh loop."""
+  restored = checkpoint_path and checkpoint_lib.restore(checkpoint_path, state)
+  if not restored:
+    return state, Loop.start(num_seeds)
+  state, loop = restored
+  logging.info("%s N=%d: continuing from the checkpoint at step %d",
+               cfg.cell, cfg.length, int(state.step.max()))
+  return state, Loop.from_dict(loop)
+
+
+def _checkpoint_or_stop(loop: Loop, state: TrainState, cfg: RunConfig,
+                        num_steps: int, checkpoint_path: Optional[str],
+                        checkpoint_every: int,
+                        should_stop: Callable[[], bool]) -> None:
+  """Saves a checkpoint when the chunk crossed a multiple of
+  ``checkpoint_every`` or a stop was asked; raises :class:`Interrupted` on
+  a stop. A finished run (budget spent, every seed done) is never stopped:
+  it evaluates rather than being thrown away."""
+  unfinished = loop.unfinished(cfg)
+  stopping = unfinished and should_stop()
+  step = loop.step
+  # Solve checks can end chunks off the log_every grid: a chunk that
+  # crosses a multiple of checkpoint_every saves.
+  if checkpoint_path and checkpoint_every and unfinished and (
+      step // checkpoint_every > (step - num_steps) // checkpoint_every
+      or stopping):
+    checkpoint_lib.save(checkpoint_path, state, loop.as_dict())
+  if stopping:
+    raise Interrupted(f"{cfg.cell} N={cfg.length} stopped at step {step}")
 
 
 def _chunk_end(steps: Sequence[int], diverged_at: int) -> int:
@@ -462,17 +557,19 @@ def estimate_memory(cfg: RunConfig, num_seeds: int = 1) -> int:
   optimizer state. Traced only; nothing is compiled or allocated."""
   cell = cfg.make_cell()
   key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-  params = jax.eval_shape(
-      lambda k: model.init(k, cell, cfg.input_dim, cfg.num_hidden), key)
+  params = jax.eval_shape(lambda k: init_params(k, cfg), key)
   carry = jax.eval_shape(
       lambda: cell.initial_carry(cfg.batch_size, cfg.num_hidden))
-  x_BxD = jax.ShapeDtypeStruct((cfg.batch_size, cfg.input_dim), jnp.float32)
-  if cell.project is not None:  # The step reads the projected input.
-    x_BxD = jax.eval_shape(lambda p, x: cell.project(p, x[None])[0],
-                           params["cell"], x_BxD)
-  step_jaxpr = jax.make_jaxpr(cell.step)(params["cell"], carry, x_BxD)
-  per_step = sum(v.aval.size * v.aval.dtype.itemsize
-                 for eqn in step_jaxpr.eqns for v in eqn.outvars)
+  per_step = 0
+  for l, cell_params in enumerate(model.layer_cell_params(params)):
+    width = cfg.input_dim if l == 0 and cfg.block == "stack" else cfg.num_hidden
+    x_BxD = jax.ShapeDtypeStruct((cfg.batch_size, width), jnp.float32)
+    if cell.project is not None:  # The step reads the projected input.
+      x_BxD = jax.eval_shape(lambda p, x: cell.project(p, x[None])[0],
+                             cell_params, x_BxD)
+    step_jaxpr = jax.make_jaxpr(cell.step)(cell_params, carry, x_BxD)
+    per_step += sum(v.aval.size * v.aval.dtype.itemsize
+                    for eqn in step_jaxpr.eqns for v in eqn.outvars)
   inputs = cfg.batch_size * cfg.length * cfg.input_dim * 4
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   return num_seeds * (cfg.length * per_step + inputs + 5 * param_bytes)
