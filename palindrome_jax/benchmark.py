@@ -203,11 +203,14 @@ class FlaxClassifier(nn.Module):
   cell: str
   num_hidden: int
   unroll: int = 1
+  num_layers: int = 1
 
   @nn.compact
   def __call__(self, inputs_BxTxD):
-    h_BxTxH = nn.RNN(flax_cell(self.cell, self.num_hidden),
-                     unroll=self.unroll)(inputs_BxTxD)
+    h_BxTxH = inputs_BxTxD
+    for _ in range(self.num_layers):  # Stacked as a Flax user would.
+      h_BxTxH = nn.RNN(flax_cell(self.cell, self.num_hidden),
+                       unroll=self.unroll)(h_BxTxH)
     return nn.Dense(data.NUM_CLASSES)(h_BxTxH[:, -1])
 
 
@@ -230,8 +233,11 @@ _flax_jit_step = jax.jit(_flax_step, static_argnums=1, donate_argnums=0)
 
 def _prepare_flax(cfg: train.RunConfig, seed: int, steps: int) -> Prepared:
   flax_cell(cfg.cell, cfg.num_hidden)  # Skip early for cells Flax lacks.
+  if cfg.block != "stack":
+    raise Skip("Flax has no residual block of nn.RNN layers")
   init_key, data_key, _ = train.run_keys(seed, cfg.cell, cfg.length)
-  module = FlaxClassifier(cfg.cell, cfg.num_hidden, cfg.unroll)
+  module = FlaxClassifier(cfg.cell, cfg.num_hidden, cfg.unroll,
+                          cfg.num_layers)
   example = jnp.zeros((cfg.batch_size, cfg.length, cfg.input_dim))
   params = module.init(init_key, example)["params"]
   state = train.TrainState.create(apply_fn=module.apply, params=params,
@@ -285,14 +291,17 @@ def recurrent_width(cfg: train.RunConfig) -> Optional[int]:
 def flops_per_step(cfg: train.RunConfig) -> Optional[float]:
   """Matmul FLOPs of one train step: 3x the forward's (backward is ~2x).
 
-  Forward per time step: ``2*B*(D + H)*G*H`` for ``x_t W_x + h_t W_h``; plus
-  ``2*B*H*C`` for the readout. Elementwise work is not counted.
+  Forward per time step and layer: ``2*B*(D + H)*G*H`` for ``x_t W_x + h_t
+  W_h`` (``D = H`` above the first stacked layer); plus ``2*B*H*C`` for the
+  readout. Elementwise work is not counted; None for cells without a fused
+  ``W_h`` and for the residual block.
   """
   width = recurrent_width(cfg)
-  if width is None:
+  if width is None or cfg.block != "stack":
     return None
   b, h, d = cfg.batch_size, cfg.num_hidden, cfg.input_dim
-  forward = cfg.length * 2 * b * (d + h) * width + 2 * b * h * data.NUM_CLASSES
+  inner = (d + h) + (cfg.num_layers - 1) * (h + h)
+  forward = cfg.length * 2 * b * inner * width + 2 * b * h * data.NUM_CLASSES
   return 3.0 * forward
 
 

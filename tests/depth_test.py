@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from palindrome_jax import benchmark
 from palindrome_jax import cells
 from palindrome_jax import model
 from palindrome_jax import train
@@ -236,3 +237,19 @@ def test_memory_estimate_grows_with_depth():
   two = train.estimate_memory(RunConfig(cell="lstm", length=50, num_layers=2))
   assert 1.8 < two / one < 2.3
   assert math.isfinite(one)
+
+
+def test_benchmark_counts_each_stacked_layers_matmuls():
+  cfg = RunConfig(cell="lstm", length=20, num_layers=2)
+  b, h, g = 128, 128, 4 * 128
+  forward = 20 * 2 * b * ((1 + h) + (h + h)) * g + 2 * b * h * 10
+  assert benchmark.flops_per_step(cfg) == 3.0 * forward
+  assert benchmark.flops_per_step(
+      RunConfig(cell="lstm", num_layers=2, block="residual")) is None
+
+
+def test_flax_baseline_stacks_as_many_layers_with_as_many_parameters():
+  module = benchmark.FlaxClassifier("lstm", 128, num_layers=2)
+  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0),
+                          jnp.zeros((2, 3, 1)))
+  assert model.num_params(shapes) == 199_434
