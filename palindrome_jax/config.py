@@ -19,6 +19,15 @@ from palindrome_jax import data
 from palindrome_jax import model
 
 OPTIMIZERS = ("adam", "rmsprop")
+# The version of the compiled training program, kept with every run's
+# settings, so a results directory never mixes runs of two versions (a
+# directory of the other version is refused: train into a new one, or
+# --overwrite). 1: every program vmapped over its seeds, the frozen seeds'
+# state selected at every step. 2: a program of one seed (the default) runs
+# without the seed axis, which is faster on a CPU but rounds float32
+# differently (parameters ~1e-7 apart after 100 steps); several seeds
+# (--vmap_seeds) vmapped, the frozen seeds' state restored once per chunk.
+TRAINING_PROGRAM = 2
 FIRST_SEED = 42  # The original notebook's seed; more seeds count up from it.
 LARGEST_SEED = 2**31 - 1
 
@@ -236,6 +245,9 @@ class RunConfig:
       flag_type=float)
   unroll: int = setting(1, "Time steps unrolled per lax.scan iteration.",
                         positive_int)
+  # No flag: the version of the code, recorded (see TRAINING_PROGRAM); runs
+  # recorded before it existed trained with version 1.
+  training_program: int = setting(TRAINING_PROGRAM, None, absent=1)
   # What only drives the loop.
   train_steps: int = setting(10_000, "Optimizer steps per run (the budget).",
                              positive_int, static=False)

@@ -10,6 +10,7 @@ stops training there.
 """
 
 import dataclasses
+import functools
 import math
 import time
 import zlib
@@ -125,21 +126,22 @@ def train_chunk(state: TrainState, active: jax.Array, num_steps: int,
                 cfg: RunConfig):
   """``num_steps`` train steps in one ``lax.scan``.
 
-  Where ``active`` is false the state does not change (a seed that has solved
-  the task while others in its program train on). Returns the new state and
-  chunk statistics: mean loss and accuracy, the number of the first step with
-  a non-finite loss (-1 if none) and whether the parameters are all finite.
+  Where ``active`` is false the state comes out as it went in (a seed that
+  has solved the task while others in its program train on): its steps run
+  and their result is dropped once, at the end of the chunk, not selected at
+  every step. Returns the new state and chunk statistics: mean loss and
+  accuracy, the number of the first step with a non-finite loss (-1 if none)
+  and whether the parameters are all finite.
   """
   def body(state, _):
     step = state.step
-    new_state, (loss, accuracy) = train_step(state, train_batch(state, cfg),
-                                             cfg)
-    state = jax.tree.map(lambda new, old: jnp.where(active, new, old),
-                         new_state, state)
+    state, (loss, accuracy) = train_step(state, train_batch(state, cfg), cfg)
     return state, (loss, accuracy, step)
 
-  state, (losses, accuracies, steps) = jax.lax.scan(body, state, None,
-                                                    length=num_steps)
+  new_state, (losses, accuracies, steps) = jax.lax.scan(body, state, None,
+                                                        length=num_steps)
+  state = jax.tree.map(lambda new, old: jnp.where(active, new, old),
+                       new_state, state)
   finite = jnp.isfinite(losses)
   first_bad = jnp.where(finite.all(), -1, steps[jnp.argmin(finite)])
   params_finite = jnp.all(jnp.array(
@@ -147,6 +149,19 @@ def train_chunk(state: TrainState, active: jax.Array, num_steps: int,
   stats = {"loss": losses.mean(), "accuracy": accuracies.mean(),
            "first_nonfinite_step": first_bad, "params_finite": params_finite}
   return state, stats
+
+
+def _one_seed(chunk_fn):
+  """``chunk_fn`` on a seed axis of one, run without it: the seed is taken
+  out inside the program (a free reshape) and put back after, so the state
+  keeps the layout of every other program while the steps run unbatched (a
+  vmapped matmul with a batch of one is a slower kernel on a CPU)."""
+  @functools.wraps(chunk_fn)  # Compile logs name it train_chunk still.
+  def run(state, active, *args):
+    state, stats = chunk_fn(jax.tree.map(lambda x: x[0], state), active[0],
+                            *args)
+    return jax.tree.map(lambda x: x[None], (state, stats))
+  return run
 
 
 def evaluate(params: Any, eval_key: jax.Array, cfg: RunConfig,
@@ -186,6 +201,8 @@ _init_seeds = jax.jit(jax.vmap(create_train_state, in_axes=(0, 0, None)),
                       static_argnums=2)
 _chunk_seeds = jax.jit(jax.vmap(train_chunk, in_axes=(0, 0, None, None)),
                        static_argnums=(2, 3), donate_argnums=0)
+_chunk_one_seed = jax.jit(_one_seed(train_chunk), static_argnums=(2, 3),
+                          donate_argnums=0)
 _evaluate_seeds = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None, None)),
                           static_argnums=(2, 3))
 _check_seeds = jax.jit(
@@ -256,10 +273,13 @@ def init_states(cfg: RunConfig, seeds: Sequence[int],
 def compile_chunk(cfg: RunConfig, state: TrainState, num_steps: int,
                   active: Optional[jax.Array] = None):
   """The compiled chunk of :func:`train_and_evaluate`:
-  ``compiled(state, active) -> (state, stats)``, ``num_steps`` steps a call."""
+  ``compiled(state, active) -> (state, stats)``, ``num_steps`` steps a call.
+  A program of one seed runs unbatched (:func:`_one_seed`), one of several
+  vmapped over them; see ``config.TRAINING_PROGRAM``."""
   if active is None:
     active = jnp.ones(state.step.shape, bool)
-  return _chunk_seeds.lower(state, active, num_steps, cfg.program()).compile()
+  chunk = _chunk_one_seed if state.step.shape == (1,) else _chunk_seeds
+  return chunk.lower(state, active, num_steps, cfg.program()).compile()
 
 
 @dataclasses.dataclass
