@@ -8,11 +8,14 @@ The names a notebook or script needs::
     result = train_and_evaluate(cfg, seeds=(42, 43))
 
 Importing the package registers every built-in cell, including those defined
-in their own modules (:mod:`palindrome_jax.lru`, :mod:`palindrome_jax.bptt`).
+in their own modules (:mod:`palindrome_jax.lru`, :mod:`palindrome_jax.bptt`,
+:mod:`palindrome_jax.minrnn`, :mod:`palindrome_jax.rglru`, ...).
 """
 
 from palindrome_jax import bptt as _bptt  # noqa: F401  (rnn_bptt, lstm_bptt)
 from palindrome_jax import lru as _lru  # noqa: F401  (registers "lru")
+from palindrome_jax import minrnn as _minrnn  # noqa: F401  (mingru, minlstm)
+from palindrome_jax import rglru as _rglru  # noqa: F401  (registers "rglru")
 from palindrome_jax.cells import Cell, register, uniform_fan_in
 from palindrome_jax.evaluate import evaluate_params
 from palindrome_jax.gradients import gradient_norms
