@@ -13,19 +13,20 @@ from experiments import benchmark_report
 from experiments import benchmark_torch
 from experiments import common
 from palindrome_jax import benchmark
+from palindrome_jax import cli
 from palindrome_jax import validation
 
-BENCHMARK_FLAGS = common.define_flags(
-    benchmark.BenchmarkConfig, skip=("cells", "base", "seed", "methods"))
+COMMAND = common.command(__doc__)
+BENCHMARK_FLAGS = cli.define_flags(
+    benchmark.BenchmarkConfig, skip=("cells", "base", "seed", "methods"),
+    flag_values=COMMAND.flag_values)
 RESULTS_DIR = flags.DEFINE_string("results_dir", "benchmark_results",
-                                  "Where benchmark.json, .md and .png go.")
+                                  "Where benchmark.json, .md and .png go.",
+                                  flag_values=COMMAND.flag_values)
 TORCH = flags.DEFINE_string(
     "torch", "auto", "PyTorch rows: auto (when torch is installed), on "
-    "(required) or off.")
+    "(required) or off.", flag_values=COMMAND.flag_values)
 
-
-# --help lists the shared flags too (training, devices, cells).
-flags.adopt_module_key_flags(common)
 
 def main(argv):
   del argv
@@ -33,9 +34,9 @@ def main(argv):
     raise validation.FlagError("seeds", "the benchmark trains one seed per "
                                f"method; got {common.SEEDS.value}")
   seed = common.seed_values()[0]
-  config = common.from_flags(
+  config = cli.from_flags(
       benchmark.BenchmarkConfig, BENCHMARK_FLAGS, cells=common.cell_names(),
-      base=common.base_run_config(common.flag_field(
+      base=common.base_run_config(cli.flag_field(
           benchmark.BenchmarkConfig, BENCHMARK_FLAGS, "lengths")), seed=seed)
   if TORCH.value not in benchmark_torch.MODES:
     raise validation.FlagError("torch", f"unknown {TORCH.value!r}; choose "
@@ -52,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  COMMAND.run(main)

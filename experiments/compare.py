@@ -13,27 +13,30 @@ nothing is trained, and a search still running can be compared as it stands.
 from absl import flags
 
 from experiments import common
+from palindrome_jax import cli
 from palindrome_jax import compare
 from palindrome_jax import validation
 
+COMMAND = common.command(__doc__, shared=())  # It trains nothing.
 DIRS = flags.DEFINE_string(
     "dirs", None, "Comma-separated results directories of "
-    "experiments.horizon, each holding a horizon.json.")
+    "experiments.horizon, each holding a horizon.json.",
+    flag_values=COMMAND.flag_values)
 ONLY_CELLS = flags.DEFINE_string(
     "only_cells", None, "Comma-separated cells to keep; default: every cell "
-    "of every search.")
+    "of every search.", flag_values=COMMAND.flag_values)
 LABELS = flags.DEFINE_string(
     "labels", None, "Comma-separated names, one per recipe in order, in place "
-    "of the generated ones.")
+    "of the generated ones.", flag_values=COMMAND.flag_values)
 RESULTS_DIR = flags.DEFINE_string(
     "results_dir", "results/compare",
     "Where compare.md, .json and .png go (rewritten on each run: they hold "
-    "nothing the searches do not).")
+    "nothing the searches do not).", flag_values=COMMAND.flag_values)
 
 
 def main(argv):
   del argv
-  directories = common.parse_items("dirs", DIRS.value, str)
+  directories = cli.parse_items("dirs", DIRS.value, str)
   if not directories:
     raise validation.FlagError("dirs", "give the searches to compare")
   searches = []
@@ -48,9 +51,9 @@ def main(argv):
       problem = (f"{directory!r}: cannot read it: {error.strerror or error}"
                  if isinstance(error, OSError) else str(error))
       raise validation.FlagError("dirs", problem) from None
-  cells = (common.parse_items("only_cells", ONLY_CELLS.value, str)
+  cells = (cli.parse_items("only_cells", ONLY_CELLS.value, str)
            if ONLY_CELLS.value is not None else None)
-  labels = (common.parse_items("labels", LABELS.value, str)
+  labels = (cli.parse_items("labels", LABELS.value, str)
             if LABELS.value is not None else None)
   try:
     found = compare.recipes(searches, cells, labels)
@@ -65,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  COMMAND.run(main)

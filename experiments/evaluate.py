@@ -11,20 +11,23 @@ from absl import flags
 
 from experiments import common
 from palindrome_jax import cells as cells_lib
+from palindrome_jax import cli
 from palindrome_jax import config as config_lib
 from palindrome_jax import evaluate
-from palindrome_jax import io
+from palindrome_jax import files
 from palindrome_jax import validation
 
+COMMAND = common.command(__doc__, shared=(
+    "cells", "cell_module", "eval_batches", "cpu_devices",
+    "compilation_cache_dir"))
 RESULTS_DIR = flags.DEFINE_string("results_dir", "results",
-                                  "A directory written by experiments.sweep.")
+                                  "A directory written by experiments.sweep.",
+                                  flag_values=COMMAND.flag_values)
 LENGTHS = flags.DEFINE_string(
     "lengths", None,
-    "Comma-separated lengths N to test at; default: each run's own.")
+    "Comma-separated lengths N to test at; default: each run's own.",
+    flag_values=COMMAND.flag_values)
 
-for _name in ("cells", "cell_module", "eval_batches", "cpu_devices",
-              "compilation_cache_dir"):
-  flags.declare_key_flag(_name)
 
 def main(argv):
   del argv
@@ -40,30 +43,30 @@ def main(argv):
     raise validation.FlagError(
         "results_dir", f"cannot read {error.filename or results_dir!r}: "
         f"{error.strerror or error}") from None
-  lengths = (common.checked("lengths", common.parse_items(
+  lengths = (cli.checked("lengths", cli.parse_items(
       "lengths", LENGTHS.value, int), config_lib.length_tuple)
              if LENGTHS.value is not None else None)
   validation.writable_dir("results_dir", results_dir)
   cells = (common.cell_names() if common.FLAGS["cells"].present else None)
-  recorded = io.read_json(os.path.join(results_dir, "config.json"))
+  recorded = files.read_json(os.path.join(results_dir, "config.json"))
   missing = [c for c in recorded.get("cells", [])
              if c not in cells_lib.names() and (cells is None or c in cells)]
   if missing:
     raise validation.FlagError(
         "cell_module", f"the sweep used cells {missing} that are not "
         "registered; pass the module that registers them")
-  eval_batches = (common.checked("eval_batches",
-                                 common.RUN_FLAGS["eval_batches"].value,
-                                 config_lib.positive_int)
+  eval_batches = (cli.checked("eval_batches",
+                              common.RUN_FLAGS["eval_batches"].value,
+                              config_lib.positive_int)
                   if common.FLAGS["eval_batches"].present else None)
   del config
   common.configure_devices()
   rows = evaluate.evaluate_saved(results_dir, lengths, cells, eval_batches)
-  io.write_json(os.path.join(results_dir, "evaluate.json"), rows)
+  files.write_json(os.path.join(results_dir, "evaluate.json"), rows)
   table = evaluate.table(rows)
-  io.atomic_write_text(os.path.join(results_dir, "evaluate.md"), table)
+  files.atomic_write_text(os.path.join(results_dir, "evaluate.md"), table)
   print(table)
 
 
 if __name__ == "__main__":
-  common.run(main)
+  COMMAND.run(main)

@@ -17,19 +17,18 @@ from experiments import common
 from palindrome_jax import gradients
 from palindrome_jax import validation
 
+COMMAND = common.command(__doc__)
 LENGTH = flags.DEFINE_integer("length", 20, "Palindrome length N to train "
-                              "and measure at.")
+                              "and measure at.",
+                              flag_values=COMMAND.flag_values)
 INIT_ONLY = flags.DEFINE_boolean(
     "init_only", False, "Measure at initialisation only: train nothing "
     "(seconds, not minutes); the training flags other than the "
-    "initialisation's are then unused.")
+    "initialisation's are then unused.", flag_values=COMMAND.flag_values)
 RESULTS_DIR, OVERWRITE = common.define_results_flags(
-    "results/gradients", "Where gradients.json and .png go (and the trained "
-    "runs, reused by a rerun).")
+    COMMAND, "results/gradients", "Where gradients.json and .png go (and the "
+    "trained runs, reused by a rerun).")
 
-
-# --help lists the shared flags too (training, devices, cells).
-flags.adopt_module_key_flags(common)
 
 def main(argv):
   del argv
@@ -49,4 +48,4 @@ def main(argv):
       print(f"Results in {results_dir}/")
 
 if __name__ == "__main__":
-  common.run(main)
+  COMMAND.run(main)

@@ -18,30 +18,30 @@ import sys
 from absl import flags
 
 from experiments import common
+from palindrome_jax import cli
 from palindrome_jax import horizon
 from palindrome_jax import validation
 
-flags.FLAGS.set_default("stop_when_solved", True)
-flags.DEFINE_alias("threshold", "solved_accuracy")
+COMMAND = common.command(__doc__, defaults={"stop_when_solved": True})
+flags.DEFINE_alias("threshold", "solved_accuracy",
+                   flag_values=COMMAND.flag_values)
 RESULTS_DIR, OVERWRITE = common.define_results_flags(
-    "results/horizon", "Where horizon.json, .md and .png go.")
-HORIZON_FLAGS = common.define_flags(horizon.HorizonConfig,
-                                    skip=("cells", "seeds", "base"))
+    COMMAND, "results/horizon", "Where horizon.json, .md and .png go.")
+HORIZON_FLAGS = cli.define_flags(horizon.HorizonConfig,
+                                 skip=("cells", "seeds", "base"),
+                                 flag_values=COMMAND.flag_values)
 
-
-# --help lists the shared flags too (training, devices, cells).
-flags.adopt_module_key_flags(common)
 
 def main(argv):
   del argv
   cells = common.cell_names()
   base = common.base_run_config(  # The search trains no shorter length.
-      (common.flag_field(horizon.HorizonConfig, HORIZON_FLAGS, "min_length"),))
-  config = common.from_flags(horizon.HorizonConfig, HORIZON_FLAGS,
-                             cells=cells, seeds=common.seed_values(),
-                             base=base)
+      (cli.flag_field(horizon.HorizonConfig, HORIZON_FLAGS, "min_length"),))
+  config = cli.from_flags(horizon.HorizonConfig, HORIZON_FLAGS,
+                          cells=cells, seeds=common.seed_values(), base=base)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
-  with common.training(base, cells, (config.max_length,)) as (devices, stop):
+  with common.training(base, cells, (config.max_length,),
+                       config.vmap_seeds) as (devices, stop):
     content = horizon.run_horizon(config, results_dir,
                                   overwrite=OVERWRITE.value, devices=devices,
                                   stop=stop)
@@ -57,4 +57,4 @@ def main(argv):
     sys.exit(1)
 
 if __name__ == "__main__":
-  common.run(main)
+  COMMAND.run(main)

@@ -9,30 +9,29 @@ run failed or could not be saved, 130 after Ctrl-C, 143 after SIGTERM.
 
 import sys
 
-from absl import flags
-
 from experiments import common
+from palindrome_jax import cli
 from palindrome_jax import sweep
 from palindrome_jax import validation
 
+COMMAND = common.command(__doc__)
 RESULTS_DIR, OVERWRITE = common.define_results_flags(
-    "results", "Where results, plots and tables go.")
-SWEEP_FLAGS = common.define_flags(sweep.SweepConfig,
-                                  skip=("cells", "seeds", "base"))
+    COMMAND, "results", "Where results, plots and tables go.")
+SWEEP_FLAGS = cli.define_flags(sweep.SweepConfig,
+                               skip=("cells", "seeds", "base"),
+                               flag_values=COMMAND.flag_values)
 
-
-# --help lists the shared flags too (training, devices, cells).
-flags.adopt_module_key_flags(common)
 
 def main(argv):
   del argv
   base = common.base_run_config(
-      common.flag_field(sweep.SweepConfig, SWEEP_FLAGS, "lengths"))
-  config = common.from_flags(sweep.SweepConfig, SWEEP_FLAGS,
-                             cells=common.cell_names(),
-                             seeds=common.seed_values(), base=base)
+      cli.flag_field(sweep.SweepConfig, SWEEP_FLAGS, "lengths"))
+  config = cli.from_flags(sweep.SweepConfig, SWEEP_FLAGS,
+                          cells=common.cell_names(),
+                          seeds=common.seed_values(), base=base)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
-  with common.training(base, config.cells, config.lengths) as (devices, stop):
+  with common.training(base, config.cells, config.lengths,
+                       config.vmap_seeds) as (devices, stop):
     outcome = sweep.run_sweep(config, results_dir, overwrite=OVERWRITE.value,
                               devices=devices, stop=stop)
     print(sweep.summary_table(outcome.rows))
@@ -46,4 +45,4 @@ def main(argv):
     sys.exit(1)
 
 if __name__ == "__main__":
-  common.run(main)
+  COMMAND.run(main)

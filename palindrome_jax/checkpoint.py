@@ -19,7 +19,7 @@ from absl import logging
 import flax.serialization
 import jax
 
-from palindrome_jax import io
+from palindrome_jax import files as io
 
 
 def save(path: str, state: Any, loop: dict[str, Any]) -> None:

@@ -18,7 +18,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 from palindrome_jax import config as config_lib
 from palindrome_jax import horizon
-from palindrome_jax import io
+from palindrome_jax import files as io
+from palindrome_jax import plots
+from palindrome_jax import report
 
 # Settings that decide how a run is checked and logged, not what it learns.
 PROTOCOL = ("log_every", "eval_batches", "stop_when_solved", "eval_every",
@@ -51,7 +53,7 @@ class Recipe:
 
   @property
   def horizon(self) -> str:
-    return horizon.horizon_text(self.entry, self.settings)
+    return report.horizon_text(self.entry, self.settings)
 
   def rows(self) -> list[dict[str, Any]]:
     """A run-like row per seed and length tried, for the figures: a seed
@@ -86,17 +88,6 @@ def defaults() -> dict[str, Any]:
   return horizon.HorizonConfig().base.training_settings()
 
 
-def _value(value: Any) -> str:
-  if isinstance(value, float):
-    return f"{value:g}"
-  return "none" if value is None else str(value)
-
-
-def describe(changes: dict[str, Any]) -> str:
-  """``a=1, b=adam``: the settings, as the flags that would set them."""
-  return ", ".join(f"{k}={_value(v)}" for k, v in changes.items())
-
-
 def recipes(searches: Sequence[tuple[str, dict[str, Any]]],
             cells: Optional[Iterable[str]] = None,
             labels: Optional[Sequence[str]] = None) -> list[Recipe]:
@@ -115,7 +106,7 @@ def recipes(searches: Sequence[tuple[str, dict[str, Any]]],
     for cell, entry in content["cells"].items():
       if cells is not None and cell not in cells:
         continue
-      label = f"{cell}: {describe(changes)}" if changes else cell
+      label = f"{cell}: {report.describe(changes)}" if changes else cell
       found.append(Recipe(label, directory, cell, changes, protocol,
                           {**settings, "training": training}, entry))
   if not found:
@@ -139,7 +130,8 @@ def _check(found: list[Recipe]) -> None:
     if len(values) > 1:
       raise CompareError(
           "searches", f"the searches differ in {key} ("
-          + ", ".join(f"{r.directory}: {_value(r.settings['training'][key])}"
+          + ", ".join(f"{r.directory}: "
+                      f"{report.flag_value(r.settings['training'][key])}"
                       for r in found)
           + "); compare searches run with one budget and one criterion")
   seen = {}
@@ -153,45 +145,22 @@ def _check(found: list[Recipe]) -> None:
 
 def summary_table(found: list[Recipe]) -> str:
   """Markdown: per recipe its seeds, horizon and lengths tried, then where
-  the solve checks differed from the defaults."""
-  training = found[0].settings["training"]
-  lines = [
-      f"Memory horizon: the largest N that every seed solves (a solve check "
-      f"≥ {100 * training['solved_accuracy']:g}% on held-out batches) "
-      f"within {training['train_steps']} training steps. A recipe is named by "
-      "its cell and the settings that differ from `experiments.horizon`'s "
-      "defaults.", "",
-      "| recipe | seeds | horizon | N tried: seeds solved (median steps to "
-      "solve) |",
-      "|---|---|---|---|"]
-  for r in found:
-    tried = ", ".join(horizon.tried_text(e) for e in r.entry["evaluations"])
-    seeds = r.settings["seeds"]
-    lines.append(f"| {r.label} | {len(seeds)} ({', '.join(map(str, seeds))}) "
-                 f"| {r.horizon} | {tried or '–'} |")
-  notes = [f"- {r.label}: {describe(r.protocol)}" for r in found if r.protocol]
-  if notes:
-    lines += ["", "Solve checks that differ from the defaults ("
-              f"{describe({k: defaults()[k] for k in PROTOCOL})}):", *notes]
-  return "\n".join(lines) + "\n"
+  the solve checks differed from the defaults
+  (:func:`palindrome_jax.report.compare_table`)."""
+  return report.compare_table(found, _default_checks())
 
 
-def markdown(found: list[Recipe]) -> str:
-  """``compare.md``: :func:`summary_table`, the figure, and where each
-  recipe's search is."""
-  return "\n".join([
-      "# Recipes compared", "", summary_table(found),
-      "![seeds solved and steps to solve against N](compare.png)", "",
-      "## Sources", "", *[f"- {r.label}: `{r.directory}`" for r in found],
-      ""])
+def _default_checks() -> dict[str, Any]:
+  """How a run is checked by default: what a recipe's checks differ from."""
+  reference = defaults()
+  return {k: reference[k] for k in PROTOCOL}
 
 
 def write(found: list[Recipe], results_dir: str) -> None:
   """``compare.md``, ``compare.json`` and ``compare.png`` in
   ``results_dir``."""
-  from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
   io.atomic_write_text(os.path.join(results_dir, "compare.md"),
-                       markdown(found))
+                       report.compare_report(found, _default_checks()))
   io.write_json(os.path.join(results_dir, "compare.json"), [
       {"label": r.label, "directory": r.directory, "cell": r.cell,
        "changes": r.changes, "protocol": r.protocol,

@@ -1,18 +1,35 @@
 """Where runs go: the local devices, shared by runs that train side by side.
 
 A run is one compiled program on one device. On a CPU the entrypoints expose
-one device per core (``jax_num_cpu_devices``), so independent runs keep every
-core busy; on a GPU or TPU each chip is a device. With ``vmap_seeds`` a run
-may hold several seeds, and :func:`seed_sharding` splits them over devices.
+one device per core (``jax_num_cpu_devices``, :func:`configure`), so
+independent runs keep every core busy; on a GPU or TPU each chip is a device.
+With ``vmap_seeds`` a run may hold several seeds, and :func:`seed_sharding`
+splits them over devices. Runs that cannot fit on a device are refused
+before anything compiles (:func:`check_memory`).
 """
 
 import contextlib
 from concurrent import futures
+import os
 import threading
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from absl import logging
 import jax
 import numpy as np
+
+from palindrome_jax import validation
+
+# A barrier without device computation (so that it works between CPU
+# processes) has no public API in JAX 0.10: the distributed client's
+# wait_at_barrier, as JAX's own array serialization calls it. :func:`barrier`
+# says so plainly if a JAX release moves it.
+try:
+  from jax._src import distributed as _jax_distributed
+except ImportError:  # pragma: no cover (every JAX this project supports)
+  _jax_distributed = None
+
+_BARRIER_JAX = "JAX 0.4.35 to 0.10.2"
 
 
 VMAP_SEEDS_HELP = (
@@ -117,9 +134,15 @@ def barrier(name: str, timeout_seconds: float = 7 * 24 * 3600) -> None:
   on CPUs too). Returns at once in a single process."""
   if jax.process_count() == 1:
     return
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  distributed.global_state.client.wait_at_barrier(
-      name, int(timeout_seconds * 1000))
+  state = getattr(_jax_distributed, "global_state", None)
+  client = getattr(state, "client", None)
+  if not hasattr(client, "wait_at_barrier"):
+    raise RuntimeError(
+        "a run over several processes waits at a barrier through "
+        "jax._src.distributed.global_state.client.wait_at_barrier (in "
+        f"{_BARRIER_JAX}); JAX {jax.__version__} has none: install one of "
+        "those versions, or run in one process")
+  client.wait_at_barrier(name, int(timeout_seconds * 1000))
 
 
 def seed_sharding(devices: Sequence[jax.Device], num_seeds: int):
@@ -154,3 +177,81 @@ def device_memory(device: jax.Device) -> Optional[int]:
   except OSError:
     pass
   return None
+
+
+def configure(cpu_devices: int = 0, compilation_cache_dir: str = "",
+              coordinator_address: Optional[str] = None,
+              num_processes: int = 1, process_id: int = 0) -> list:
+  """Sets JAX up as the entrypoints' flags of the same names say, and
+  returns the local devices of the default backend.
+
+  ``cpu_devices``: CPU devices to expose (0: one per core), applied before
+  JAX starts its backends (``jax_num_cpu_devices``; once they run, in a test
+  process, the devices stay as they are). ``compilation_cache_dir``: JAX's
+  persistent cache, unless ``JAX_COMPILATION_CACHE_DIR`` sets one.
+  ``coordinator_address``: ``jax.distributed`` over ``num_processes``, this
+  one ``process_id``. A bad value is a one-line :class:`FlagError` raised
+  before anything is set.
+  """
+  if cpu_devices < 0:
+    raise validation.FlagError("cpu_devices",
+                               f"must be >= 0, got {cpu_devices}")
+  if coordinator_address:
+    if num_processes < 1:
+      raise validation.FlagError("num_processes",
+                                 f"must be >= 1, got {num_processes}")
+    if not 0 <= process_id < num_processes:
+      raise validation.FlagError(
+          "process_id", f"must be in [0, {num_processes - 1}], got "
+          f"{process_id}")
+  elif num_processes != 1 or process_id != 0:
+    raise validation.FlagError("num_processes", "several processes need "
+                               "--coordinator_address")
+  count = cpu_devices or os.cpu_count() or 1
+  try:
+    jax.config.update("jax_num_cpu_devices", count)
+  except RuntimeError:  # JAX refuses a new count once its backends run.
+    logging.warning("JAX already started; --cpu_devices=%d ignored", count)
+  if compilation_cache_dir and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser(compilation_cache_dir))
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  return jax.local_devices()
+
+
+def describe(devices: Sequence[jax.Device]) -> str:
+  """One line: where the runs will train."""
+  where = (f"process {jax.process_index()} of {jax.process_count()}, "
+           if jax.process_count() > 1 else "")
+  return (f"JAX {jax.__version__} on {len(devices)} {jax.default_backend()} "
+          f"device(s) ({where}{len(jax.devices())} in all)")
+
+
+def check_memory(cfgs: Sequence[Any], device: jax.Device,
+                 estimate: Callable[[Any], int]) -> None:
+  """Refuses, before anything compiles, a run that cannot fit on ``device``.
+
+  ``cfgs`` are the largest runs (:class:`~palindrome_jax.config.RunConfig`),
+  ``estimate(cfg)`` the bytes training one takes
+  (:func:`palindrome_jax.train.estimate_memory`); a config it cannot trace is
+  passed over (it fails as a run, recorded). Too large is a one-line
+  :class:`FlagError` on ``--batch_size`` when the batch is what is large,
+  else on ``--lengths``.
+  """
+  available = device_memory(device)
+  if available is None:
+    return
+  for cfg in cfgs:
+    try:
+      needed = estimate(cfg)
+    except Exception:  # pylint: disable=broad-except
+      continue
+    if needed > available:
+      flag = ("batch_size" if cfg.batch_size > 4096 and cfg.length < 10_000
+              else "lengths")
+      raise validation.FlagError(
+          flag, f"{cfg.cell} at N={cfg.length} with --batch_size="
+          f"{cfg.batch_size} and --num_hidden={cfg.num_hidden} needs about "
+          f"{needed / 1e9:.1f} GB to train (estimated); {device} has "
+          f"{available / 1e9:.1f} GB available")

@@ -108,27 +108,6 @@ def evaluate_params(params: Any, cfg: train.RunConfig, lengths: Iterable[int],
 
 
 def table(rows: list[dict]) -> str:
-  """Markdown: test accuracy (%) per (cell, trained N) x test N, mean ± std
-  over the seeds that trained ok; diverged seeds are counted apart, as in
-  the sweep's table (:func:`report.accuracy_entry`)."""
-  test_lengths = sorted({r["test_length"] for r in rows
-                         if r["test_length"] is not None})
-  groups = sorted({(r["cell"], r["trained_length"]) for r in rows})
-  lines = ["Test accuracy (%) of saved parameters, mean ± std over seeds",
-           "",
-           "| cell | trained N | " + " | ".join(
-               f"test N={n}" for n in test_lengths) + " |",
-           "|---|---|" + "---|" * len(test_lengths)]
-  for cell, trained in groups:
-    entries = []
-    for n in test_lengths:
-      runs = [r for r in rows if r["cell"] == cell
-              and r["trained_length"] == trained and r["test_length"] == n
-              and "test_accuracy" in r]
-      entries.append(report.accuracy_entry(runs) if runs else "–")
-    lines.append(f"| {cell} | {trained} | " + " | ".join(entries) + " |")
-  problems = [f"- {r['cell']} N={r['trained_length']} seed {r['seed']}: "
-              f"{r['status']}" for r in rows if r["test_length"] is None]
-  if problems:
-    lines += ["", "Not evaluated:", *problems]
-  return "\n".join(lines) + "\n"
+  """Markdown: test accuracy (%) per (cell, trained N) x test N
+  (:func:`palindrome_jax.report.evaluate_table`)."""
+  return report.evaluate_table(rows)

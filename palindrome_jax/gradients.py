@@ -16,6 +16,13 @@ The readout reads the last output ``h_{T-1}``. Where that output is (a leaf of)
 the carry, as for rnn, irnn, gru and the LSTM's ``h``, the loss reads it from
 the final carry, so ``t = T - 1`` counts too. Where the output is computed
 from the carry (the lru) the final carry feeds nothing and its entry is NaN.
+
+With several layers (``--num_layers``) every layer's carry gets its offsets,
+and the parts are ``"layer l"`` (layer ``l``'s whole carry, first layer 1)
+and ``"total"`` (all layers together). The offset after step ``t`` reaches the
+steps after ``t`` of its own layer (and, through them, the layers above); the
+last layer's output at the last step is read before any offset, so the final
+step's entry is NaN for every layer.
 """
 
 import dataclasses
@@ -32,13 +39,12 @@ import optax
 
 from palindrome_jax import cells as cells_lib
 from palindrome_jax import data
-from palindrome_jax import config as config_lib
-from palindrome_jax import devices as devices_lib
-from palindrome_jax import io
+from palindrome_jax import files as io
 from palindrome_jax import model
+from palindrome_jax import plots
 from palindrome_jax import report
 from palindrome_jax import results as results_lib
-from palindrome_jax import sweep
+from palindrome_jax import runner
 from palindrome_jax import train
 from palindrome_jax.results import Run
 
@@ -98,14 +104,48 @@ def _mean_norm_T(leaves_TxBx_: list[jax.Array]) -> np.ndarray:
   return np.array(jnp.sqrt(squares_TxB).mean(axis=1), np.float64)
 
 
+@functools.partial(jax.jit, static_argnames=("cell",))
+def layer_carry_gradients(cell: cells_lib.Cell, params: Params,
+                          batch: data.Batch) -> list:
+  """``dl_b/dcarry_t`` of every layer of a model with ``"layers"``: one carry
+  pytree per layer, first layer first, its leaves with leading ``[T, B]``."""
+  batch_size, length = batch.inputs.shape[:2]
+  hidden_dim = params["readout"]["W"].shape[0]
+  carry = cell.initial_carry(batch_size, hidden_dim)
+  offsets = [jax.tree.map(lambda c: jnp.zeros((length,) + c.shape, c.dtype),
+                          carry) for _ in range(model.num_layers_of(params))]
+
+  def summed_loss(offsets):
+    logits_BxC = model.apply(cell, params, batch.inputs, carry_offsets=offsets)
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits_BxC, batch.targets).sum()
+
+  return jax.grad(summed_loss)(offsets)
+
+
+def _layer_norms(cell: cells_lib.Cell, params: Params,
+                 batch: data.Batch) -> dict[str, np.ndarray]:
+  """The deep model's parts (module doc): per layer and in total."""
+  grads = [jax.tree.leaves(g) for g in layer_carry_gradients(cell, params,
+                                                             batch)]
+  norms = {f"layer {l + 1}": _mean_norm_T(g) for l, g in enumerate(grads)}
+  norms["total"] = _mean_norm_T([leaf for g in grads for leaf in g])
+  for values in norms.values():
+    values[-1] = math.nan  # Read before any offset (module doc).
+  return norms
+
+
 def hidden_gradient_norms(cell: cells_lib.Cell, params: Params,
                           batch: data.Batch) -> dict[str, np.ndarray]:
   """Mean over the batch of ``||dl_b/dcarry_t||``, each ``[T]`` (module doc).
 
   A cell whose carry is one array gets ``{"h"}``. A carry of several arrays
   gets ``"total"`` (all of them), and where one of them is the output, ``"h"``
-  (that one) and ``"c"`` (the rest; the LSTM's cell state).
+  (that one) and ``"c"`` (the rest; the LSTM's cell state). A model of
+  several layers gets ``"layer 1"``, ``"layer 2"``, ... and ``"total"``.
   """
+  if "layers" in params:
+    return _layer_norms(cell, params, batch)
   hidden_dim = params["readout"]["W"].shape[0]
   leaf = output_leaf(cell, params["cell"], batch.inputs, hidden_dim)
   grads = jax.tree.leaves(carry_gradients(cell, params, batch, leaf))
@@ -147,11 +187,11 @@ def _make_batch(seed, length: int, batch_size: int, encoding: str):
 def initial_params(cfg: train.RunConfig, seed: int) -> Params:
   """The parameters training starts from for ``seed``: the same init key."""
   init_key = train.run_keys(seed, cfg.cell, cfg.length)[0]
-  return _init_model(init_key, cfg.make_cell(), cfg.input_dim, cfg.num_hidden)
+  return _init_params(init_key, cfg.program())
 
 
 # One compiled program instead of an op-by-op dispatch of every initialiser.
-_init_model = jax.jit(model.init, static_argnums=(1, 2, 3))
+_init_params = jax.jit(train.init_params, static_argnums=1)
 
 
 def _to_lists(norms: dict[str, np.ndarray]) -> dict[str, list[float]]:
@@ -186,7 +226,7 @@ def gradient_profile(cfg: train.RunConfig, records: Sequence[Optional[dict]],
                      "test_accuracy": record.get("test_accuracy"),
                      "train_steps": record.get("train_steps"),
                      "init": _to_lists(init), "trained": _to_lists(trained)})
-  usable = _usable(per_seed)
+  usable = report.usable_seeds(per_seed)
   return {
       "cell": cfg.cell,
       "length": cfg.length,
@@ -195,17 +235,6 @@ def gradient_profile(cfg: train.RunConfig, records: Sequence[Optional[dict]],
       "trained": _mean_over_seeds([s["trained"] for s in usable]),
       "seeds": per_seed,
   }
-
-
-def _usable(per_seed: list[dict]) -> list[dict]:
-  """The seeds a profile averages: those that trained ok (all, if none)."""
-  return [s for s in per_seed if s["status"] == "ok"] or per_seed
-
-
-def mean_test_accuracy(profile: dict) -> float:
-  """Mean test accuracy over the seeds whose norms the profile averages."""
-  return results_lib.finite_mean([s["test_accuracy"]
-                                  for s in _usable(profile["seeds"])])
 
 
 def initial_profile(cfg: train.RunConfig, seeds: Sequence[int]) -> dict:
@@ -224,8 +253,7 @@ def initial_profile(cfg: train.RunConfig, seeds: Sequence[int]) -> dict:
 
 def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
                   seeds: tuple[int, ...], results_dir: str,
-                  train_fn: Callable[..., train.GroupResult] =
-                  train.train_and_evaluate,
+                  train_fn: runner.TrainFn = train.train_and_evaluate,
                   devices: Optional[Sequence[jax.Device]] = None,
                   overwrite: bool = False,
                   stop: Callable[[], bool] = lambda: False,
@@ -238,10 +266,6 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
   a rerun measures again without training again. With ``init_only`` nothing
   is trained: each cell gets :func:`initial_profile`, in seconds.
   """
-  directory = results_lib.ResultsDir(
-      results_dir, base.training_settings(), what="a gradients run",
-      defaults=config_lib.absent_settings())
-  pool = devices_lib.DevicePool(devices or jax.local_devices())
   content = {
       "length": length,
       "seeds": list(seeds),
@@ -253,26 +277,25 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
   }
   if init_only:
     content["init_only"] = True
-  with directory.open(overwrite, config={"cells": list(cells),
-                                         "lengths": [length],
-                                         "seeds": list(seeds)}):
+  with runner.open_results(
+      results_dir, base, "a gradients run", overwrite,
+      {"cells": list(cells), "lengths": [length], "seeds": list(seeds)},
+      devices) as (directory, pool):
     if init_only:
       if jax.process_index() == 0:
         for cell in cells:
           content["cells"][cell] = initial_profile(
               dataclasses.replace(base, cell=cell, length=length), seeds)
-        _write(content, results_dir)
+        write_summaries(content, results_dir)
       return content
-    runs = [Run(cell, length, seed) for cell in cells for seed in seeds]
     # Several processes: each trains its share, process 0 measures them all.
-    records = sweep.train_runs(devices_lib.process_share(runs), base,
-                               directory, pool, train_fn=train_fn, stop=stop)
-    devices_lib.barrier(f"gradients-done-{results_dir}")
+    records = runner.share_then_replay(
+        lambda runs: runner.train_runs(runs, base, directory, pool,
+                                       train_fn=train_fn, stop=stop),
+        [Run(cell, length, seed) for cell in cells for seed in seeds],
+        f"gradients-done-{results_dir}")
     if jax.process_index() != 0:
       return content
-    if jax.process_count() > 1:
-      records = sweep.train_runs(runs, base, directory, pool,
-                                 train_fn=train_fn, stop=stop)
     if stop():  # Interrupted: what trained is kept for the rerun.
       return content
     for cell in cells:
@@ -286,77 +309,19 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
                            if record["status"] == "ok" or
                            record["status"].startswith("diverged") else None)
       content["cells"][cell] = gradient_profile(cfg, cell_records, cell_params)
-    _write(content, results_dir)
+    write_summaries(content, results_dir)
   return content
 
 
-def _write(content: dict, results_dir: str) -> None:
-  from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
+def write_summaries(content: dict, results_dir: str) -> None:
+  """``gradients.json``, ``gradients.png`` and ``gradients.md``."""
   io.write_json(os.path.join(results_dir, "gradients.json"), content)
   plots.gradient_norms(content, os.path.join(results_dir, "gradients.png"))
   io.atomic_write_text(os.path.join(results_dir, "gradients.md"),
-                       markdown_report(content))
-
-
-def markdown_report(content: dict) -> str:
-  """``gradients.md``: the table, the figure, each seed, the settings."""
-  lines = ["# Vanishing gradients, measured", "",
-           f"Measure: {content['measure']}; {content['examples']} examples, "
-           f"seeds {content['seeds']}.", "", summary_table(content),
-           "![gradient norms against t](gradients.png)", "", "## Each seed",
-           ""]
-  for cell, profile in content["cells"].items():
-    for s in profile["seeds"]:
-      init = s["init"][summary_part(s["init"])]
-      measured = (f"init t=0 {report.scientific(init[0])}, "
-                  f"t=N-1 {report.scientific(init[-1])}")
-      if "trained" in s:
-        measured += (f"; {s['status']}, test accuracy "
-                     f"{report.percent(s['test_accuracy'])}%, "
-                     f"{s.get('train_steps', report.MISSING)} steps trained")
-      lines.append(f"- {cell} seed {s['seed']}: {measured}")
-  lines += ["", "## Settings", "", *report.table(
-      ["setting", "value"],
-      [[k, v] for k, v in sorted(content["training_settings"].items())]), ""]
-  return "\n".join(lines)
-
-
-def summary_part(norms: dict) -> str:
-  """The part a figure or a one-number summary shows: the whole carry
-  (``"total"`` where the carry has more than ``h``)."""
-  return "total" if "total" in norms else "h"
+                       report.gradients_report(content))
 
 
 def summary_table(results: dict) -> str:
   """Markdown: the norm at the first and last step, at init and trained
-  (at init only, with the ratio of the two, for ``init_only`` results)."""
-  length = results["length"]
-  init_only = results.get("init_only", False)
-  lines = [f"Mean ||dl/dcarry_t|| at N={length} (t=0 reads the digit to "
-           "remember; the loss is read after t=N-1)"
-           + (", at initialisation (nothing trained)" if init_only else ""),
-           "",
-           "| cell | part | init t=0 | init t=N-1 | t=0 / t=N-1 |"
-           if init_only else
-           "| cell | part | init t=0 | init t=N-1 | trained t=0 | "
-           "trained t=N-1 | test accuracy |",
-           "|---|---|---|---|---|" if init_only else
-           "|---|---|---|---|---|---|---|"]
-  for cell, profile in results["cells"].items():
-    for part in sorted(profile["init"]):
-      init = profile["init"][part]
-      row = (f"| {cell} | {part} | {report.scientific(init[0])} | "
-             f"{report.scientific(init[-1])} | ")
-      if init_only:
-        lines.append(row + f"{report.scientific(_ratio(init[0], init[-1]))} |")
-        continue
-      accuracy = mean_test_accuracy(profile)
-      accuracy = f"{100 * accuracy:.1f}%" if math.isfinite(accuracy) else "–"
-      trained = profile["trained"][part]
-      lines.append(row + f"{report.scientific(trained[0])} | "
-                   f"{report.scientific(trained[-1])} | {accuracy} |")
-  return "\n".join(lines) + "\n"
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-  return numerator / denominator if denominator else math.nan
+  (:func:`palindrome_jax.report.gradients_table`)."""
+  return report.gradients_table(results)

@@ -32,19 +32,17 @@ from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
 import jax
-import numpy as np
 
 from palindrome_jax import config as config_lib
 from palindrome_jax import devices as devices_lib
-from palindrome_jax import io
+from palindrome_jax import files as io
+from palindrome_jax import plots
 from palindrome_jax import progress as progress_lib
 from palindrome_jax import report
 from palindrome_jax import results as results_lib
-from palindrome_jax import sweep
+from palindrome_jax import runner
 from palindrome_jax import train
 from palindrome_jax.results import Run
-
-TrainFn = Callable[..., train.GroupResult]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,14 +186,8 @@ def cell_horizon(cell: str, config: HorizonConfig,
   found = search(passes, config.min_length, config.max_length,
                  config.resolution)
   return {"cell": cell, "horizon": found,
-          "message": _message(found, config, _first_fail(found, failed)),
+          "message": _message(found, config, report.first_fail(found, failed)),
           "search_order": order}
-
-
-def _first_fail(found: Optional[int], failed: Sequence[int]) -> Optional[int]:
-  """The shortest failed length above ``found``: the horizon's upper bound."""
-  above = [n for n in failed if found is not None and n > found]
-  return min(above) if above else None
 
 
 def _message(found: Optional[int], config: HorizonConfig,
@@ -245,7 +237,7 @@ def _with_defaults(settings: Any) -> Any:
 
 def run_horizon(config: HorizonConfig, results_dir: str,
                 overwrite: bool = False,
-                train_fn: TrainFn = train.train_and_evaluate,
+                train_fn: runner.TrainFn = train.train_and_evaluate,
                 devices: Optional[Sequence[Any]] = None,
                 stop: Callable[[], bool] = lambda: False) -> dict:
   """Every cell's horizon; writes ``horizon.json``, ``horizon.md`` and
@@ -254,98 +246,23 @@ def run_horizon(config: HorizonConfig, results_dir: str,
   A cell whose search raises is recorded with the error and the other cells
   go on; the runs it had finished are kept for the rerun.
   """
-  results = results_lib.ResultsDir(results_dir,
-                                   config.base.training_settings(),
-                                   what="a horizon search",
-                                   defaults=config_lib.absent_settings())
-  pool = devices_lib.DevicePool(devices or jax.local_devices())
-  lock = threading.Lock()
   json_path = os.path.join(results_dir, "horizon.json")
   content = {"settings": config.settings(),
              "cells": _earlier_cells(json_path, config)}
-
-  def save(cell, evaluation=None, result=None):
-    with lock:  # Cells are searched in parallel threads.
-      entry = content["cells"].setdefault(cell, {"evaluations": []})
-      if evaluation is not None:
-        kept = [e for e in entry["evaluations"]
-                if e["length"] != evaluation["length"]]
-        entry["evaluations"] = sorted(kept + [evaluation],
-                                      key=lambda e: e["length"])
-      if result is not None:
-        entry.update(result)
-      if jax.process_index() == 0:
-        io.write_json(json_path, content)
-
-  def search_cell(cell):
-    start = time.perf_counter()
-    save(cell)
-
-    def train_length(n):
-      runs = [Run(cell, n, seed) for seed in config.seeds]
-      if stop():
-        raise sweep.Interrupted
-      def train_these(todo):
-        outcome = sweep.Outcome([], [])
-        records = sweep.train_runs(
-            todo, config.base, results, pool, vmap_seeds=config.vmap_seeds,
-            checkpoint_every=config.checkpoint_every, train_fn=train_fn,
-            stop=stop, progress=progress, outcome=outcome)
-        if stop():
-          raise sweep.Interrupted
-        if outcome.write_errors:  # Trained, but no record: not a result.
-          raise RunFailed(outcome.write_errors[0])
-        return records
-
-      records = train_these(runs)
-      # Any seed still without a record was claimed by another process (the
-      # same command started twice on one directory). Deciding N without it
-      # would count it as failed: it is awaited, and trained here if that
-      # process lets it go without a record (it stopped).
-      while missing := [run for run in runs if records.get(run) is None]:
-        waiting = [run for run in missing if results.claimed_elsewhere(run)]
-        if waiting:
-          progress.message(f"{cell} N={n}: waiting for "
-                           f"{', '.join(run.name for run in waiting)}, "
-                           "trained by another process")
-        while not stop() and any(results.finished(run) is None and
-                                 results.claimed_elsewhere(run)
-                                 for run in waiting):
-          time.sleep(WAIT_POLL_SECONDS)
-        records.update(train_these(missing))
-      for run in runs:
-        status = (records.get(run) or {}).get("status", "")
-        if status.startswith("error"):  # Not a result: the search stops.
-          raise RunFailed(f"{run.name}: {status.removeprefix('error: ')}")
-      return [records.get(run) for run in runs]
-
-    try:
-      result = cell_horizon(cell, config, train_length,
-                            lambda e: save(cell, evaluation=e),
-                            progress.message)
-    except sweep.Interrupted:
-      return
-    except Exception as error:  # pylint: disable=broad-except
-      logging.error("%s failed:\n%s", cell, traceback.format_exc())
-      message = (str(error) if isinstance(error, RunFailed) else
-                 f"{type(error).__name__}: {error}").splitlines()[0]
-      result = {"cell": cell, "horizon": None, "message": f"error: {message}"}
-    result["search_seconds"] = time.perf_counter() - start
-    save(cell, result=result)
-    progress.message(f"{cell}: {result['message']}")
-
   progress = progress_lib.Progress(title="horizon search")
-  with results.open(overwrite, config={"cells": list(config.cells),
-                                       "seeds": list(config.seeds)}):
+  with runner.open_results(
+      results_dir, config.base, "a horizon search", overwrite,
+      {"cells": list(config.cells), "seeds": list(config.seeds)},
+      devices) as (results, pool):
+    searches = _Searches(config, results, pool, train_fn, stop, progress,
+                         content, json_path)
     try:
       # In a multi-process run each process searches its share of the
       # cells; process 0 then replays every search over the runs on disk
       # (nothing left to train) to write the summaries.
-      devices_lib.run_side_by_side(search_cell,
-                                   devices_lib.process_share(config.cells))
-      devices_lib.barrier(f"horizon-done-{results.root}")
-      if jax.process_count() > 1 and jax.process_index() == 0:
-        devices_lib.run_side_by_side(search_cell, config.cells)
+      runner.share_then_replay(
+          lambda cells: devices_lib.run_side_by_side(searches.search, cells),
+          config.cells, f"horizon-done-{results.root}")
     finally:
       progress.close()
     if jax.process_index() != 0:
@@ -354,12 +271,105 @@ def run_horizon(config: HorizonConfig, results_dir: str,
   return content
 
 
+@dataclasses.dataclass
+class _Searches:
+  """What the searches of one :func:`run_horizon` call share (each cell is
+  searched in a thread of its own): the settings, the directory and its
+  devices, and ``horizon.json``'s content, kept up to date on disk."""
+
+  config: HorizonConfig
+  results: results_lib.ResultsDir
+  pool: devices_lib.DevicePool
+  train_fn: runner.TrainFn
+  stop: Callable[[], bool]
+  progress: progress_lib.Progress
+  content: dict
+  json_path: str
+  lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+  def search(self, cell: str) -> None:
+    """Searches ``cell``'s horizon and records it, or the error that ended
+    the search; an interrupted search records nothing more."""
+    start = time.perf_counter()
+    self._save(cell)
+    try:
+      result = cell_horizon(cell, self.config,
+                            lambda n: self._train_length(cell, n),
+                            lambda e: self._save(cell, evaluation=e),
+                            self.progress.message)
+    except runner.Interrupted:
+      return
+    except Exception as error:  # pylint: disable=broad-except
+      logging.error("%s failed:\n%s", cell, traceback.format_exc())
+      message = (str(error) if isinstance(error, RunFailed) else
+                 f"{type(error).__name__}: {error}").splitlines()[0]
+      result = {"cell": cell, "horizon": None, "message": f"error: {message}"}
+    result["search_seconds"] = time.perf_counter() - start
+    self._save(cell, result=result)
+    self.progress.message(f"{cell}: {result['message']}")
+
+  def _save(self, cell: str, evaluation: Optional[dict] = None,
+            result: Optional[dict] = None) -> None:
+    """Adds a length tried, or the search's result, to ``cell``'s entry."""
+    with self.lock:  # Cells are searched in parallel threads.
+      entry = self.content["cells"].setdefault(cell, {"evaluations": []})
+      if evaluation is not None:
+        kept = [e for e in entry["evaluations"]
+                if e["length"] != evaluation["length"]]
+        entry["evaluations"] = sorted(kept + [evaluation],
+                                      key=lambda e: e["length"])
+      if result is not None:
+        entry.update(result)
+      if jax.process_index() == 0:
+        io.write_json(self.json_path, self.content)
+
+  def _train_length(self, cell: str, n: int) -> list[Optional[dict]]:
+    """Every seed's record at ``n``: from disk, or trained now."""
+    runs = [Run(cell, n, seed) for seed in self.config.seeds]
+    if self.stop():
+      raise runner.Interrupted
+    records = self._train(runs)
+    # Any seed still without a record was claimed by another process (the
+    # same command started twice on one directory). Deciding N without it
+    # would count it as failed: it is awaited, and trained here if that
+    # process lets it go without a record (it stopped).
+    while missing := [run for run in runs if records.get(run) is None]:
+      waiting = [run for run in missing
+                 if self.results.claimed_elsewhere(run)]
+      if waiting:
+        self.progress.message(f"{cell} N={n}: waiting for "
+                              f"{', '.join(run.name for run in waiting)}, "
+                              "trained by another process")
+      while not self.stop() and any(
+          self.results.finished(run) is None and
+          self.results.claimed_elsewhere(run) for run in waiting):
+        time.sleep(WAIT_POLL_SECONDS)
+      records.update(self._train(missing))
+    for run in runs:
+      status = (records.get(run) or {}).get("status", "")
+      if status.startswith("error"):  # Not a result: the search stops.
+        raise RunFailed(f"{run.name}: {status.removeprefix('error: ')}")
+    return [records.get(run) for run in runs]
+
+  def _train(self, runs: list[Run]) -> dict[Run, dict]:
+    outcome = runner.Outcome([], [])
+    records = runner.train_runs(
+        runs, self.config.base, self.results, self.pool,
+        vmap_seeds=self.config.vmap_seeds,
+        checkpoint_every=self.config.checkpoint_every, train_fn=self.train_fn,
+        stop=self.stop, progress=self.progress, outcome=outcome)
+    if self.stop():
+      raise runner.Interrupted
+    if outcome.write_errors:  # Trained, but no record: not a result.
+      raise RunFailed(outcome.write_errors[0])
+    return records
+
+
 def write_summaries(content: dict, results_dir: str, runs: list[dict]) -> None:
   """``horizon.md``, ``horizon.png`` and ``steps_to_solve.png`` from a
   search's content (``horizon.json``) and its runs."""
-  from palindrome_jax import plots  # pylint: disable=g-import-not-at-top
   io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
-                       markdown_report(content))
+                       report.horizon_report(content))
   plots.horizon(content, os.path.join(results_dir, "horizon.png"))
   tried = {(cell, e["length"]) for cell, entry in content["cells"].items()
            for e in entry["evaluations"]}
@@ -371,80 +381,6 @@ def write_summaries(content: dict, results_dir: str, runs: list[dict]) -> None:
 
 
 def summary_table(content: dict) -> str:
-  """Markdown: per cell its horizon and every length tried, with the seeds
-  that solved it and their median steps to solve."""
-  settings = content["settings"]
-  seeds = settings["seeds"]
-  steps = settings["training"]["train_steps"]
-  confirm = settings["training"].get("confirm_batches", 0)
-  lines = [
-      f"Memory horizon: the largest N that every one of {len(seeds)} "
-      f"seed{'s' * (len(seeds) > 1)} solves (a solve check ≥ "
-      f"{100 * settings['threshold']:g}% on held-out batches"
-      + (f", confirmed on {confirm} more" if confirm else "") + ") within "
-      f"{steps} training steps "
-      f"(N searched in [{settings['min_length']}, {settings['max_length']}]).",
-      "",
-      "| cell | horizon | N tried: seeds solved (median steps to solve) |",
-      "|---|---|---|"]
-  for cell, entry in content["cells"].items():
-    tried = ", ".join(tried_text(e) for e in entry["evaluations"])
-    lines.append(f"| {cell} | {horizon_text(entry, settings)} | "
-                 f"{tried or '–'} |")
-  notes = [f"- {cell}: {entry['message']}"
-           for cell, entry in content["cells"].items() if "message" in entry]
-  return "\n".join(lines + [""] + notes) + "\n"
-
-
-def markdown_report(content: dict) -> str:
-  """``horizon.md``: the table, the figures, and the settings."""
-  settings = content["settings"]
-  lines = ["# Memory horizon", "", summary_table(content),
-           "![accuracy against N, horizons starred](horizon.png)", "",
-           "![steps to solve against N](steps_to_solve.png)", "",
-           "## Every length tried", ""]
-  for cell, entry in content["cells"].items():
-    for e in entry["evaluations"]:
-      steps = [report.MISSING if x is None else str(x)
-               for x in e["steps_to_solve"]]
-      lines.append(
-          f"- {cell} N={e['length']} (seeds "
-          f"{', '.join(str(x) for x in e['seeds'])}): test accuracy "
-          f"{', '.join(report.percent(a) for a in e['accuracies'])} %; "
-          f"steps to solve {', '.join(steps)}; "
-          f"{', '.join(sorted(set(e['statuses'])))}")
-  lines += ["", "## Settings", "",
-            *report.table(["setting", "value"], [
-                [k, v] for k, v in sorted(settings["training"].items())]),
-            ""]
-  return "\n".join(lines)
-
-
-def tried_text(e: dict) -> str:
-  solved_steps = [s for s in e.get("steps_to_solve", []) if s is not None]
-  median = (f" ({int(np.median(solved_steps))})" if solved_steps else "")
-  return (f"{e['length']}: {sum(e['solved'])}/{len(e['solved'])}{median} "
-          f"{'✓' if e['passed'] else '✗'}")
-
-
-def horizon_text(entry: dict, settings: dict) -> str:
-  if "message" not in entry:  # Still searching: the bounds found so far.
-    passed = [e["length"] for e in entry["evaluations"] if e["passed"]]
-    if not passed:
-      return "unfinished"
-    failed = [e["length"] for e in entry["evaluations"] if not e["passed"]
-              and e["length"] > max(passed)]
-    upper = f", < {min(failed)}" if failed else ""
-    return f"≥ {max(passed)}{upper} so far"
-  if entry["message"].startswith("error"):
-    return "error"
-  found = entry.get("horizon")
-  if found is None:
-    return f"< {settings['min_length']}"
-  if found == settings["max_length"]:
-    return f"≥ {found}"
-  first_fail = _first_fail(found, [e["length"] for e in entry["evaluations"]
-                                   if not e["passed"]])
-  if first_fail is not None and first_fail > found + 1:  # --resolution.
-    return f"≥ {found}, < {first_fail}"
-  return str(found)
+  """Markdown: per cell its horizon and every length tried
+  (:func:`palindrome_jax.report.horizon_table`)."""
+  return report.horizon_table(content)

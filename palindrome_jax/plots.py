@@ -1,21 +1,39 @@
-"""Figures: a sweep's result rows (:mod:`palindrome_jax.sweep`), a horizon
-search (:mod:`palindrome_jax.horizon`) and gradient profiles
-(:mod:`palindrome_jax.gradients`)."""
+"""Figures from plain data: a sweep's result rows, a horizon search's
+``horizon.json``, the gradients tool's ``gradients.json``, recipes compared
+and the benchmark's rows. A figure names things as its table does
+(:mod:`palindrome_jax.report`)."""
 
+import functools
 import io as std_io
 import math
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from palindrome_jax import io
+from palindrome_jax import files as io
+from palindrome_jax import report
 from palindrome_jax.data import NUM_CLASSES
 from palindrome_jax.results import finite_mean
+
+
+@functools.cache
+def _matplotlib():
+  """``matplotlib``, with ``pyplot`` on the Agg backend (files, no window)
+  and ``ticker`` loaded.
+
+  Imported at the first figure, not with this module, for start-up time:
+  every tool imports this module, and a command that draws nothing (its
+  ``--help``, a refused flag) need not wait the half second matplotlib takes.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot  # pylint: disable=g-import-not-at-top,unused-import
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top,unused-import
+  return matplotlib
+
+
+def _subplots(*args, **kwargs):
+  return _matplotlib().pyplot.subplots(*args, **kwargs)
 
 
 def save(fig, path: str) -> None:
@@ -25,7 +43,7 @@ def save(fig, path: str) -> None:
   try:
     fig.savefig(buffer, dpi=120, format="png")
   finally:
-    plt.close(fig)
+    _matplotlib().pyplot.close(fig)
   io.atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -41,7 +59,7 @@ def accuracy_vs_length(rows: list[dict], path: str) -> None:
 
   Runs that diverged or failed are drawn as red crosses at the bottom.
   """
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  fig, ax = _subplots(figsize=(6.5, 4.2))
   cells = sorted({r["cell"] for r in rows})
   failed_drawn = False
   for cell in cells:
@@ -82,7 +100,7 @@ def steps_to_solve(rows: list[dict], path: str, budget: int,
   the range shaded. A seed that never solved counts at the budget (drawn as
   an open marker there), so the median is a lower bound once any seed
   failed; lengths where no seed solved sit on the budget line."""
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  fig, ax = _subplots(figsize=(6.5, 4.2))
   _draw_steps_to_solve(ax, sorted(rows, key=lambda r: r["cell"]), budget)
   seeds = _most_seeds(rows)
   ax.set_xlabel("palindrome length N (digits read)")
@@ -104,7 +122,7 @@ def _most_seeds(rows: list[dict]) -> int:
 def _line_styles(num_lines: int) -> list[dict[str, str]]:
   """A style per line: the colour cycle's ten colours, then the same colours
   dashed with square markers, and so on, so that no two lines look alike."""
-  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  colors = _matplotlib().rcParams["axes.prop_cycle"].by_key()["color"]
   looks = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
   styles = []
   for i in range(num_lines):
@@ -159,8 +177,8 @@ def recipes(found: list, path: str) -> None:
   scale: above, the share of seeds that solved each length tried, each
   recipe's horizon starred; below, steps to solve as in
   :func:`steps_to_solve`."""
-  fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 7.5), sharex=True,
-                                    gridspec_kw={"height_ratios": [2, 3]})
+  fig, (top, bottom) = _subplots(2, 1, figsize=(7.5, 7.5), sharex=True,
+                                 gridspec_kw={"height_ratios": [2, 3]})
   rows = [row for r in found for row in r.rows()]
   training = found[0].settings["training"]
   styles = _draw_steps_to_solve(bottom, rows, training["train_steps"])
@@ -208,11 +226,10 @@ def training_curves(rows: list[dict], path: str) -> None:
   """Loss (top) and accuracy (bottom) against step: a column per cell, a line
   per length (the mean over seeds)."""
   cells = sorted({r["cell"] for r in rows})
-  fig, axes = plt.subplots(2, max(len(cells), 1), squeeze=False,
-                           figsize=(4.2 * max(len(cells), 1), 6.4),
-                           sharex=True)
+  fig, axes = _subplots(2, max(len(cells), 1), squeeze=False,
+                        figsize=(4.2 * max(len(cells), 1), 6.4), sharex=True)
   lengths = sorted({r["length"] for r in rows})
-  colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(lengths), 1)))
+  colors = _matplotlib().cm.viridis(np.linspace(0, 0.9, max(len(lengths), 1)))
   for col, cell in enumerate(cells):
     for color, n in zip(colors, lengths):
       runs = [r for r in rows if r["cell"] == cell and r["length"] == n
@@ -259,10 +276,8 @@ def horizon(content: dict[str, Any], path: str) -> None:
   """Mean test accuracy against N (log scale) for every cell of a horizon
   search (see :mod:`palindrome_jax.horizon`): seeds as dots, the threshold
   dashed, each cell's horizon a star."""
-  # Imported here: horizon imports this module for its figures.
-  from palindrome_jax import horizon as horizon_lib
   settings = content["settings"]
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  fig, ax = _subplots(figsize=(6.5, 4.2))
   lengths_all = set()
   for cell, entry in sorted(content["cells"].items()):
     evaluations = sorted(entry["evaluations"], key=lambda e: e["length"])
@@ -272,7 +287,7 @@ def horizon(content: dict[str, Any], path: str) -> None:
     lengths_all.update(lengths)
     means = [100 * _nan_if_none(e["mean_accuracy"]) for e in evaluations]
     found = entry.get("horizon")
-    text = horizon_lib.horizon_text(entry, settings)  # As horizon.md has it.
+    text = report.horizon_text(entry, settings)  # As horizon.md has it.
     label = (f"{cell} (search failed)" if text == "error" else
              f"{cell} (unfinished)" if text == "unfinished" else
              f"{cell} (horizon {text})")
@@ -325,6 +340,7 @@ def _log_length_axis(ax, lengths: list[int], span: list[int],
   if lengths:
     ax.set_xticks(_spaced_ticks(lengths, ax.get_xlim(), horizons))
     ax.set_xticks(lengths, minor=True)
+  ticker = _matplotlib().ticker
   ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
   ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel("palindrome length N (log scale; the lengths tried)")
@@ -347,25 +363,25 @@ def gradient_norms(results: dict[str, Any], path: str) -> None:
   initialisation (dashed) and after training (solid); see
   :mod:`palindrome_jax.gradients`. Shows the whole carry ("total") where the
   carry has more than ``h``."""
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  fig, ax = _subplots(figsize=(6.5, 4.2))
   length = results["length"]
   steps = np.arange(length)
-  from palindrome_jax import gradients  # pylint: disable=g-import-not-at-top
   for cell, profile in results["cells"].items():
-    part = gradients.summary_part(profile["init"])
+    part = report.summary_part(profile["init"])
     init = _floats(profile["init"][part])
     if "trained" not in profile:  # init_only: nothing was trained.
       ax.plot(steps, _positive(init), linestyle="--", marker=".",
               label=f"{cell} (initial)")
       continue
     trained = _floats(profile["trained"][part])
-    accuracy = gradients.mean_test_accuracy(profile)
+    accuracy = report.mean_test_accuracy(profile)
     line, = ax.plot(steps, _positive(trained), marker=".",
                     label=f"{cell} (trained, {100 * accuracy:.0f}% test)")
     ax.plot(steps, _positive(init), linestyle="--", color=line.get_color(),
             label=f"{cell} (initial)")
   ax.set_yscale("log")
-  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  ax.xaxis.set_major_locator(
+      _matplotlib().ticker.MaxNLocator(integer=True))
   ax.set_xlabel("time step t (t=0 reads the digit to remember)")
   ax.set_ylabel("mean ||dloss / dcarry_t||")
   seeds = len(results["seeds"])
@@ -386,3 +402,40 @@ def _nan_if_none(value) -> float:
 def _positive(values: np.ndarray) -> np.ndarray:
   """Zeros (say, an underflowed gradient) are left out of a log-scale plot."""
   return np.where(values > 0, values, math.nan)
+
+
+def benchmark(rows: list[dict], path: str, title: str = "") -> None:
+  """Steps/s on a log scale: a group per (cell, N), a bar per method (the
+  benchmark's rows, :mod:`palindrome_jax.benchmark`); each bar labelled with
+  its rate."""
+  groups = list(dict.fromkeys((r["cell"], r["length"]) for r in rows))
+  labels = {r["method"]: r["label"] for r in rows}
+  methods = [m for m in dict.fromkeys(r["method"] for r in rows)
+             if any(r["method"] == m and r["status"] == "ok" for r in rows)]
+  rate = {(r["cell"], r["length"], r["method"]): r["steps_per_second"]
+          for r in rows if r["status"] == "ok"}
+  width = 0.8 / max(len(methods), 1)
+  fig, ax = _subplots(figsize=(max(6.5, 1.9 * len(groups) + 2.5), 5.2))
+  colors = _matplotlib().cm.tab10.colors
+  for i, method in enumerate(methods):
+    xs, ys = [], []
+    for g, (cell, length) in enumerate(groups):
+      value = rate.get((cell, length, method))
+      if value is not None:
+        xs.append(g + (i - (len(methods) - 1) / 2) * width)
+        ys.append(value)
+    bars = ax.bar(xs, ys, width, label=labels[method],
+                  color=colors[i % len(colors)])
+    ax.bar_label(bars, [report.significant(y, 2) for y in ys], fontsize=7,
+                 rotation=90, padding=2)
+  ax.set_yscale("log")
+  ax.set_xticks(range(len(groups)))
+  ax.set_xticklabels([f"{cell} N={length}" for cell, length in groups])
+  ax.set_ylabel("training steps / s (log scale)")
+  ax.margins(y=0.25)
+  ax.grid(axis="y", which="major", alpha=0.3)
+  ax.set_title(title, fontsize=10)
+  ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08),
+            ncol=2, frameon=False)
+  fig.tight_layout()
+  save(fig, path)

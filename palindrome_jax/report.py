@@ -1,10 +1,13 @@
-"""The pages a person reads: markdown reports with their figures, and the
-formatters every table uses (a value that is missing or not finite prints
-as "–", everywhere).
+"""The pages a person reads: every markdown report and table of every tool,
+the formatters they share (a value that is missing or not finite prints as
+"–", everywhere), and the words a figure shares with its table.
 
-``results.md`` (a sweep), ``horizon.md`` and ``gradients.md`` embed their
-figures with relative links, so they read well on GitHub and in an editor's
-preview.
+Every table is drawn by :func:`table`. The reports take plain data, as the
+tools record it: a sweep's rows, a horizon search's ``horizon.json``, the
+gradients tool's ``gradients.json``, the recipes compared, saved parameters
+evaluated, the benchmark's rows. ``results.md`` (a sweep), ``horizon.md``,
+``gradients.md`` and ``compare.md`` embed their figures with relative links,
+so they read well on GitHub and in an editor's preview.
 """
 
 import collections
@@ -12,6 +15,8 @@ import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from palindrome_jax.results import finite_mean
 
 MISSING = "–"
 
@@ -49,13 +54,16 @@ def seconds(value) -> str:
     return MISSING
   minutes, secs = divmod(int(round(value)), 60)
   hours, minutes = divmod(minutes, 60)
-  return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+  return (f"{hours}:{minutes:02d}:{secs:02d}" if hours else
+          f"{minutes}:{secs:02d}")
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-  """Markdown table lines."""
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]],
+          right: int = 0) -> list[str]:
+  """Markdown table lines; the last ``right`` columns align right (numbers).
+  """
   lines = ["| " + " | ".join(header) + " |",
-           "|" + "---|" * len(header)]
+           "|" + "---|" * (len(header) - right) + "---:|" * right]
   lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
   return lines
 
@@ -148,10 +156,11 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
   settings = config.get("training_settings", {})
   budget = settings.get("train_steps")
   lines = ["# Palindrome sweep", ""]
-  lines += [f"{len(rows)} runs: cells {', '.join(sorted({r['cell'] for r in rows}))}"
-            f"; N = {', '.join(str(n) for n in sorted({r['length'] for r in rows}))}"
-            f"; seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}."
-            f" {_where_trained(rows, config)}", ""]
+  def listed(key):
+    return ", ".join(str(v) for v in sorted({r[key] for r in rows}))
+  lines += [f"{len(rows)} runs: cells {listed('cell')}; N = "
+            f"{listed('length')}; seeds {listed('seed')}. "
+            f"{_where_trained(rows, config)}", ""]
   lines += ["## Test accuracy", "",
             f"Mean ± std over seeds, on {settings.get('eval_batches', '?')} "
             "fresh test batches (%).", "",
@@ -189,7 +198,336 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
     lines += [f"- {r['cell']} N={r['length']} seed {r['seed']}: {r['status']}"
               for r in problems]
     lines.append("")
-  lines += ["## Settings", "",
-            *table(["setting", "value"],
-                   [[k, v] for k, v in sorted(settings.items())]), ""]
+  lines += ["## Settings", "", *_settings_table(settings), ""]
   return "\n".join(lines)
+
+
+def _settings_table(settings: dict[str, Any]) -> list[str]:
+  return table(["setting", "value"],
+               [[k, v] for k, v in sorted(settings.items())])
+
+
+# A horizon search: its horizon.json (see palindrome_jax.horizon).
+
+
+def first_fail(found: Optional[int], failed: Sequence[int]) -> Optional[int]:
+  """The shortest failed length above ``found``: the horizon's upper bound."""
+  above = [n for n in failed if found is not None and n > found]
+  return min(above) if above else None
+
+
+def tried_text(e: dict) -> str:
+  """One length tried: seeds solved, their median steps to solve, and
+  whether it passed (``40: 2/3 (1200) ✗``)."""
+  solved_steps = [s for s in e.get("steps_to_solve", []) if s is not None]
+  median = (f" ({int(np.median(solved_steps))})" if solved_steps else "")
+  return (f"{e['length']}: {sum(e['solved'])}/{len(e['solved'])}{median} "
+          f"{'✓' if e['passed'] else '✗'}")
+
+
+def _tried(evaluations: list[dict]) -> str:
+  return ", ".join(tried_text(e) for e in evaluations) or MISSING
+
+
+def horizon_text(entry: dict, settings: dict) -> str:
+  """A cell's horizon as its table and its figure state it: ``37``; ``≥ 30,
+  < 40`` (bisected to a ``--resolution``); ``< 5`` or ``≥ 200`` at the ends
+  of the range searched; ``error``; the bounds so far while it searches."""
+  if "message" not in entry:  # Still searching: the bounds found so far.
+    passed = [e["length"] for e in entry["evaluations"] if e["passed"]]
+    if not passed:
+      return "unfinished"
+    failed = [e["length"] for e in entry["evaluations"] if not e["passed"]
+              and e["length"] > max(passed)]
+    upper = f", < {min(failed)}" if failed else ""
+    return f"≥ {max(passed)}{upper} so far"
+  if entry["message"].startswith("error"):
+    return "error"
+  found = entry.get("horizon")
+  if found is None:
+    return f"< {settings['min_length']}"
+  if found == settings["max_length"]:
+    return f"≥ {found}"
+  above = first_fail(found, [e["length"] for e in entry["evaluations"]
+                             if not e["passed"]])
+  if above is not None and above > found + 1:  # --resolution.
+    return f"≥ {found}, < {above}"
+  return str(found)
+
+
+def horizon_table(content: dict) -> str:
+  """Markdown: per cell its horizon and every length tried, with the seeds
+  that solved it and their median steps to solve."""
+  settings = content["settings"]
+  seeds = settings["seeds"]
+  steps = settings["training"]["train_steps"]
+  confirm = settings["training"].get("confirm_batches", 0)
+  lines = [
+      f"Memory horizon: the largest N that every one of {len(seeds)} "
+      f"seed{'s' * (len(seeds) > 1)} solves (a solve check ≥ "
+      f"{100 * settings['threshold']:g}% on held-out batches"
+      + (f", confirmed on {confirm} more" if confirm else "") + ") within "
+      f"{steps} training steps "
+      f"(N searched in [{settings['min_length']}, {settings['max_length']}]).",
+      "",
+      *table(["cell", "horizon",
+              "N tried: seeds solved (median steps to solve)"],
+             [[cell, horizon_text(entry, settings),
+               _tried(entry["evaluations"])]
+              for cell, entry in content["cells"].items()])]
+  notes = [f"- {cell}: {entry['message']}"
+           for cell, entry in content["cells"].items() if "message" in entry]
+  return "\n".join(lines + [""] + notes) + "\n"
+
+
+def horizon_report(content: dict) -> str:
+  """``horizon.md``: the table, the figures, every length tried, and the
+  settings."""
+  lines = ["# Memory horizon", "", horizon_table(content),
+           "![accuracy against N, horizons starred](horizon.png)", "",
+           "![steps to solve against N](steps_to_solve.png)", "",
+           "## Every length tried", ""]
+  for cell, entry in content["cells"].items():
+    for e in entry["evaluations"]:
+      steps = [MISSING if x is None else str(x) for x in e["steps_to_solve"]]
+      lines.append(
+          f"- {cell} N={e['length']} (seeds "
+          f"{', '.join(str(x) for x in e['seeds'])}): test accuracy "
+          f"{', '.join(percent(a) for a in e['accuracies'])} %; "
+          f"steps to solve {', '.join(steps)}; "
+          f"{', '.join(sorted(set(e['statuses'])))}")
+  lines += ["", "## Settings", "",
+            *_settings_table(content["settings"]["training"]), ""]
+  return "\n".join(lines)
+
+
+# Gradient profiles: gradients.json (see palindrome_jax.gradients).
+
+
+def usable_seeds(per_seed: list[dict]) -> list[dict]:
+  """The seeds a gradient profile averages: those that trained ok (all, if
+  none did)."""
+  return [s for s in per_seed if s["status"] == "ok"] or per_seed
+
+
+def mean_test_accuracy(profile: dict) -> float:
+  """Mean test accuracy over the seeds whose norms the profile averages."""
+  return finite_mean([s["test_accuracy"]
+                      for s in usable_seeds(profile["seeds"])])
+
+
+def summary_part(norms: dict) -> str:
+  """The part a figure or a one-number summary shows: the whole carry
+  (``"total"`` where the carry has more than ``h``)."""
+  return "total" if "total" in norms else "h"
+
+
+def gradients_table(results: dict) -> str:
+  """Markdown: the norm at the first and last step, at init and trained
+  (at init only, with the ratio of the two, for ``init_only`` results)."""
+  init_only = results.get("init_only", False)
+  header = ["cell", "part", "init t=0", "init t=N-1"] + (
+      ["t=0 / t=N-1"] if init_only else
+      ["trained t=0", "trained t=N-1", "test accuracy"])
+  rows = []
+  for cell, profile in results["cells"].items():
+    for part in sorted(profile["init"]):
+      init = profile["init"][part]
+      row = [cell, part, scientific(init[0]), scientific(init[-1])]
+      if init_only:
+        rows.append(row + [scientific(_ratio(init[0], init[-1]))])
+        continue
+      accuracy = mean_test_accuracy(profile)
+      trained = profile["trained"][part]
+      rows.append(row + [scientific(trained[0]), scientific(trained[-1]),
+                         f"{100 * accuracy:.1f}%" if math.isfinite(accuracy)
+                         else MISSING])
+  return "\n".join([
+      f"Mean ||dl/dcarry_t|| at N={results['length']} (t=0 reads the digit "
+      "to remember; the loss is read after t=N-1)"
+      + (", at initialisation (nothing trained)" if init_only else ""),
+      "", *table(header, rows)]) + "\n"
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+  return numerator / denominator if denominator else math.nan
+
+
+def gradients_report(content: dict) -> str:
+  """``gradients.md``: the table, the figure, each seed, the settings."""
+  lines = ["# Vanishing gradients, measured", "",
+           f"Measure: {content['measure']}; {content['examples']} examples, "
+           f"seeds {content['seeds']}.", "", gradients_table(content),
+           "![gradient norms against t](gradients.png)", "", "## Each seed",
+           ""]
+  for cell, profile in content["cells"].items():
+    for s in profile["seeds"]:
+      init = s["init"][summary_part(s["init"])]
+      measured = (f"init t=0 {scientific(init[0])}, "
+                  f"t=N-1 {scientific(init[-1])}")
+      if "trained" in s:
+        measured += (f"; {s['status']}, test accuracy "
+                     f"{percent(s['test_accuracy'])}%, "
+                     f"{s.get('train_steps', MISSING)} steps trained")
+      lines.append(f"- {cell} seed {s['seed']}: {measured}")
+  lines += ["", "## Settings", "",
+            *_settings_table(content["training_settings"]), ""]
+  return "\n".join(lines)
+
+
+# Recipes compared (see palindrome_jax.compare).
+
+
+def flag_value(value: Any) -> str:
+  """A setting as its flag spells it: ``0.0003``, ``none``, ``adam``."""
+  if isinstance(value, float):
+    return f"{value:g}"
+  return "none" if value is None else str(value)
+
+
+def describe(changes: dict[str, Any]) -> str:
+  """``a=1, b=adam``: the settings, as the flags that would set them."""
+  return ", ".join(f"{k}={flag_value(v)}" for k, v in changes.items())
+
+
+def compare_table(found: Sequence[Any], checks: dict[str, Any]) -> str:
+  """Markdown: per recipe (:class:`palindrome_jax.compare.Recipe`) its
+  seeds, horizon and lengths tried, then where its solve checks differed
+  from ``checks`` (the defaults')."""
+  training = found[0].settings["training"]
+  rows = [[r.label, f"{len(r.settings['seeds'])} "
+           f"({', '.join(map(str, r.settings['seeds']))})", r.horizon,
+           _tried(r.entry["evaluations"])] for r in found]
+  lines = [
+      f"Memory horizon: the largest N that every seed solves (a solve check "
+      f"≥ {100 * training['solved_accuracy']:g}% on held-out batches) "
+      f"within {training['train_steps']} training steps. A recipe is named by "
+      "its cell and the settings that differ from `experiments.horizon`'s "
+      "defaults.", "",
+      *table(["recipe", "seeds", "horizon",
+              "N tried: seeds solved (median steps to solve)"], rows)]
+  notes = [f"- {r.label}: {describe(r.protocol)}" for r in found if r.protocol]
+  if notes:
+    lines += ["", "Solve checks that differ from the defaults ("
+              f"{describe(checks)}):", *notes]
+  return "\n".join(lines) + "\n"
+
+
+def compare_report(found: Sequence[Any], checks: dict[str, Any]) -> str:
+  """``compare.md``: :func:`compare_table`, the figure, and where each
+  recipe's search is."""
+  return "\n".join([
+      "# Recipes compared", "", compare_table(found, checks),
+      "![seeds solved and steps to solve against N](compare.png)", "",
+      "## Sources", "", *[f"- {r.label}: `{r.directory}`" for r in found],
+      ""])
+
+
+# Saved parameters evaluated (see palindrome_jax.evaluate).
+
+
+def evaluate_table(rows: list[dict]) -> str:
+  """Markdown: test accuracy (%) per (cell, trained N) x test N, mean ± std
+  over the seeds that trained ok; diverged seeds are counted apart, as in
+  the sweep's table (:func:`accuracy_entry`)."""
+  test_lengths = sorted({r["test_length"] for r in rows
+                         if r["test_length"] is not None})
+  groups = sorted({(r["cell"], r["trained_length"]) for r in rows})
+  body = [[cell, trained] + [accuracy_entry(
+      [r for r in rows if r["cell"] == cell and r["trained_length"] == trained
+       and r["test_length"] == n and "test_accuracy" in r])
+                             for n in test_lengths]
+          for cell, trained in groups]
+  lines = ["Test accuracy (%) of saved parameters, mean ± std over seeds", "",
+           *table(["cell", "trained N"] + [f"test N={n}" for n in test_lengths],
+                  body)]
+  problems = [f"- {r['cell']} N={r['trained_length']} seed {r['seed']}: "
+              f"{r['status']}" for r in rows if r["test_length"] is None]
+  if problems:
+    lines += ["", "Not evaluated:", *problems]
+  return "\n".join(lines) + "\n"
+
+
+# The benchmark (see palindrome_jax.benchmark).
+
+
+def significant(x: Optional[float], digits: int = 3) -> str:
+  """A number to about ``digits`` significant figures, with thousands
+  separators; "–" if missing or not finite."""
+  if _number(x) is None:
+    return MISSING
+  if x == 0 or abs(x) >= 10 ** (digits - 1):
+    return f"{x:,.0f}"
+  decimals = digits - 1 - int(math.floor(math.log10(abs(x))))
+  return f"{x:,.{decimals}f}"
+
+
+def device_line(machine: dict[str, Any]) -> str:
+  """What the benchmark ran on: ``NVIDIA H200 (JAX 0.10.2, gpu)``."""
+  kind = machine["device_kind"]
+  if machine["backend"] == "cpu":
+    kind = f"{machine['processor'] or 'CPU'}, {machine['cpu_count']} cores"
+  return f"{kind} (JAX {machine['jax']}, {machine['backend']})"
+
+
+def benchmark_title(bench: Any) -> str:
+  """The title of ``benchmark.png`` for a :class:`benchmark.Report`."""
+  train_config = bench.settings["train_config"]
+  return (f"Training steps per second, batch {train_config['batch_size']}, "
+          f"{train_config['num_hidden']} hidden\n"
+          f"{device_line(bench.machine)}")
+
+
+def benchmark_report(bench: Any) -> str:
+  """``benchmark.md`` for a :class:`palindrome_jax.benchmark.Report`: one
+  long table, a row per (cell, N, method), and what was measured on."""
+  machine, settings = bench.machine, bench.settings
+  train_config = settings["train_config"]
+  lines = [
+      "# Training step throughput",
+      "",
+      f"- device: {device_line(machine)}; devices "
+      f"{', '.join(machine['devices'])}",
+  ]
+  if machine.get("torch"):
+    elsewhere = (" (not the JAX device: this torch build has no CUDA)"
+                 if machine["torch_device"] == "cpu"
+                 and machine["backend"] != "cpu" else "")
+    lines.append(f"- torch {machine['torch']} on {machine['torch_device']}"
+                 f"{elsewhere}, {machine['torch_threads']} threads")
+  lines += [
+      f"- batch {train_config['batch_size']}, {train_config['num_hidden']} "
+      f"hidden, {train_config['encoding']} input, {train_config['optimizer']} "
+      f"after clipping; median of {settings['repeats']} repeats of "
+      f"{settings['steps']} steps ({settings['eager_steps']} for eager), "
+      "after a warm-up",
+      "- fp32 matmul rate: " + "; ".join(
+          f"{p['shape']} {significant(p['gflops'])} GFLOP/s"
+          + (f" ({', '.join(p['cells'])})" if p["cells"] else "")
+          for p in bench.matmul_peaks),
+      ""]
+  rows, notes = [], []
+  for row in bench.rows:
+    if row["status"] != "ok":
+      note = f"{row['label']}: {row['status']}"
+      if note not in notes:
+        notes.append(note)
+      continue
+    speedup = row["speedup_over_eager"]
+    rows.append([row["cell"], row["length"], row["label"],
+                 significant(row["steps_per_second"]),
+                 MISSING if speedup is None else "×" + significant(speedup, 2),
+                 significant(row["compile_seconds"], 2),
+                 significant(row["gflops"]),
+                 significant(row["percent_of_matmul_peak"], 2)])
+  lines += [
+      *table(["cell", "N", "method", "steps/s", "× eager", "compile (s)",
+              "GFLOP/s", "% of matmul rate"], rows, right=5),
+      "",
+      "GFLOP/s counts the recurrent and readout matmuls only (3x the "
+      "forward's); the % is of the chained fp32 matmul rate at the cell's "
+      "[B, H] x [H, G*H] shape, the recurrence's own ceiling.",
+  ]
+  if notes:
+    lines += ["", "Not measured:", ""] + [f"- {note}" for note in notes]
+  return "\n".join(lines) + "\n"

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from palindrome_jax import io
+from palindrome_jax import files as io
 
 # A run's result row; ``runs/*.json`` also holds its history, its settings
 # and where it trained (``trained_on``).

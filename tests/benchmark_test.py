@@ -14,7 +14,7 @@ from experiments import benchmark_torch
 from experiments import benchmark_report
 from palindrome_jax import benchmark
 from palindrome_jax import config
-from palindrome_jax import io
+from palindrome_jax import files as io
 from palindrome_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

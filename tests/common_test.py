@@ -1,70 +1,73 @@
-"""Tests for experiments.common: flags generated from the configs' fields."""
+"""Tests for experiments.common: the shared flags, and every entrypoint's."""
 
 import dataclasses
 
 from absl import flags
-import pytest
 
+from experiments import benchmark
 from experiments import common
+from experiments import compare
+from experiments import evaluate
+from experiments import gradients
+from experiments import horizon
+from experiments import sweep
+from palindrome_jax import cli
 from palindrome_jax import config
-from palindrome_jax import sweep
-from palindrome_jax import validation
+from palindrome_jax import sweep as sweep_lib
+
+# Every entrypoint imports beside the others (tests run them in one process).
+ENTRYPOINTS = (sweep, horizon, gradients, compare, evaluate, benchmark)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Tool:
-  sizes: tuple[int, ...] = config.setting(
-      (3, 4), "Sizes.", config.length_tuple)
-  rate: float = config.setting(0.5, "A rate.", config.fraction,
-                               flag="tool_rate")
-  hidden: int = 7  # No help: no flag.
-
-  def __post_init__(self):
-    config.check_fields(self)
-
-
-@pytest.fixture(name="tool_flags")
-def _tool_flags():
-  """The flags of ``_Tool``, defined on a private FlagValues (absl's global
-  ones stay as they are)."""
-  values = flags.FlagValues()
-  return values, common.define_flags(_Tool, flag_values=values)
-
-
-def test_flags_are_generated_from_the_fields(tool_flags):
-  values, holders = tool_flags
-  assert sorted(holders) == ["rate", "sizes"]  # `hidden` has no help.
-  assert values["sizes"].default == "3,4" and values["sizes"].help == "Sizes."
-  assert values["tool_rate"].default == 0.5
-  # The tools' --cells, from the configs' `cells` field.
+def test_the_cells_flag_is_the_tools_cells_field():
   assert flags.FLAGS["cells"].default == "rnn,lstm"
   assert flags.FLAGS["cells"].help == {
-      f.name: f for f in dataclasses.fields(sweep.SweepConfig)}[
+      f.name: f for f in dataclasses.fields(sweep_lib.SweepConfig)}[
           "cells"].metadata["help"]
 
 
-@pytest.mark.parametrize("text, value", [
-    ("5, 10 ,15", (5, 10, 15)), ("7", (7,)), ("", ()), ("  ", ())])
-def test_parse_items(text, value):
-  assert common.parse_items("lengths", text, int) == value
+def test_every_training_setting_is_a_shared_flag():
+  assert set(common.SHARED) >= {
+      cli.flag_name(config.RunConfig, f.name)
+      for f in dataclasses.fields(config.RunConfig)
+      if f.metadata.get("help") and f.name not in ("cell", "length")}
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("5,,6", "empty item in '5,,6'"), ("5,x", "'x' is not an integer"),
-    ("5,", "empty item")])
-def test_parse_items_rejects(text, problem):
-  with pytest.raises(validation.FlagError, match=f"^--lengths: .*{problem}"):
-    common.parse_items("lengths", text, int)
+def test_each_entrypoints_help_lists_every_flag_it_reads():
+  for module in ENTRYPOINTS:
+    command = module.COMMAND
+    text = command.help_text()
+    assert text.startswith(module.__doc__.strip()), module.__name__
+    assert text.endswith("--helpfull lists absl's own flags too.")
+    own = command.own_flags()
+    assert "results_dir" in own, module.__name__
+    for name in {*own, *command.shared}:
+      flag = command.flag_values[name]
+      default = ("" if flag.default is None or name in command.defaults
+                 else f" (default: {flag.default_as_str})")  # Its own below.
+      # Its help and default, wrapped at 79 columns as one paragraph.
+      assert f"--{name}: {flag.help}{default}" in " ".join(
+          line.strip() for line in text.splitlines()), (module.__name__, name)
+    assert all(len(line) <= 79 for line in text.splitlines())
+  assert set(sweep.COMMAND.shared) == set(common.SHARED)
+  assert compare.COMMAND.shared == ()  # It trains nothing.
+  assert "stop_when_solved" not in evaluate.COMMAND.shared
 
 
-def test_from_flags_parses_tuples_and_names_the_flag_of_a_bad_field(
-    tool_flags):
-  values, holders = tool_flags
-  values(["prog", "--sizes=5,6", "--tool_rate=0.25"])
-  assert common.from_flags(_Tool, holders) == _Tool(sizes=(5, 6), rate=0.25)
-  values(["prog", "--sizes=5,5"])
-  with pytest.raises(validation.FlagError, match="^--sizes: repeated value"):
-    common.from_flags(_Tool, holders)
-  values(["prog", "--sizes=5", "--tool_rate=2"])
-  with pytest.raises(validation.FlagError, match=r"^--tool_rate: must be in"):
-    common.from_flags(_Tool, holders)
+def test_tools_keep_their_own_results_dir_and_defaults():
+  dirs = {m.__name__: m.COMMAND.flag_values["results_dir"].default
+          for m in ENTRYPOINTS}
+  assert dirs == {
+      "experiments.sweep": "results", "experiments.horizon": "results/horizon",
+      "experiments.gradients": "results/gradients",
+      "experiments.compare": "results/compare",
+      "experiments.evaluate": "results",
+      "experiments.benchmark": "benchmark_results"}
+  # The search stops a seed once it solves: while the horizon runs only.
+  text = " ".join(line.strip()
+                  for line in horizon.COMMAND.help_text().splitlines())
+  assert "the final test still decides its accuracy). (default: 'true')" in (
+      text)
+  assert flags.FLAGS["stop_when_solved"].default is False
+  assert horizon.COMMAND.flag_values["threshold"].help == (
+      "Alias for --solved_accuracy.")

@@ -10,6 +10,7 @@ import pytest
 
 from palindrome_jax import compare
 from palindrome_jax import horizon
+from palindrome_jax import plots
 from palindrome_jax import train
 from tests.horizon_test import FakeTrainer
 
@@ -104,17 +105,30 @@ def test_write_reports_what_the_searches_recorded(searches, tmp_path):
       ("lstm: learning_rate=0.0003, forget_bias=1", 70)]
 
 
-def test_an_unfinished_search_shows_its_bounds():
-  entry = {"evaluations": [{"length": 25, "passed": True},
-                           {"length": 50, "passed": True}]}
-  assert horizon.horizon_text(entry, {}) == "≥ 50 so far"
-  # A failed length bounds it from above while the bisection goes on.
-  entry["evaluations"] += [{"length": 200, "passed": False},
-                           {"length": 100, "passed": False}]
-  assert horizon.horizon_text(entry, {}) == "≥ 50, < 100 so far"
-  assert horizon.horizon_text({"evaluations": []}, {}) == "unfinished"
-  assert horizon.horizon_text(
-      {"evaluations": [{"length": 5, "passed": False}]}, {}) == "unfinished"
+def test_the_figure_draws_each_recipe_and_stars_its_horizon(searches,
+                                                            monkeypatch):
+  figures = []
+  monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+  found = compare.recipes(_load(*searches))
+  plots.recipes(found, "unused.png")
+  top, bottom = figures[0].axes
+  lines = {line.get_label(): line for line in top.get_lines()}
+  assert list(lines) == ["rnn (horizon 12)", "lstm (horizon 30)",
+                         "lstm: learning_rate=0.0003, forget_bias=1 "
+                         "(horizon 70)"]
+  # The share of seeds that solved each length, lines offset 1.5 apart.
+  for r, offset, line in zip(found, (-1.5, 0.0, 1.5), lines.values()):
+    tried = sorted(r.entry["evaluations"], key=lambda e: e["length"])
+    assert list(line.get_xdata()) == [e["length"] for e in tried]
+    assert list(line.get_ydata()) == [
+        100 * sum(e["solved"]) / 3 + offset for e in tried]
+  stars = [tuple(c.get_offsets()[0]) for c in top.collections]
+  assert stars == [(12, 98.5), (30, 100.0), (70, 101.5)]
+  # Below, steps to solve per recipe, in the same colours, and the budget.
+  below = {line.get_label(): line.get_color() for line in bottom.get_lines()}
+  assert {label: below[label] for label in [r.label for r in found]} == {
+      r.label: line.get_color() for r, line in zip(found, lines.values())}
+  assert bottom.get_xscale() == "log"
 
 
 def _compare(*args):

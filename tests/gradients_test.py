@@ -15,7 +15,7 @@ import pytest
 from palindrome_jax import cells
 from palindrome_jax import data
 from palindrome_jax import gradients
-from palindrome_jax import io
+from palindrome_jax import files as io
 from palindrome_jax import model
 from palindrome_jax import train
 

@@ -5,14 +5,16 @@ import math
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from palindrome_jax import config as config_lib
 from palindrome_jax import horizon
-from palindrome_jax import io
+from palindrome_jax import files as io
 from palindrome_jax import results
 from palindrome_jax import train
+from tests.runner_test import fail_to_save
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -331,7 +333,6 @@ def test_a_seed_in_another_process_is_awaited_not_failed(
   # decided on its record once it is written, not counted as failed while
   # it trains; if the other process stops without a record, this one trains
   # the seed itself.
-  import threading  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(horizon, "WAIT_POLL_SECONDS", 0.02)
   cfg = config(seeds=(0, 1), min_length=5, max_length=5)
   directory = str(tmp_path / "h")
@@ -368,14 +369,7 @@ def test_a_seed_in_another_process_is_awaited_not_failed(
 
 def test_a_run_that_cannot_be_saved_stops_the_search_not_fails_the_length(
     tmp_path, monkeypatch):
-  save_run = results.ResultsDir.save_run
-
-  def failing_save(self, run, row, params):
-    if run.seed == 1:
-      raise OSError(28, "No space left on device", self.run_file(run))
-    save_run(self, run, row, params)
-
-  monkeypatch.setattr(results.ResultsDir, "save_run", failing_save)
+  fail_to_save(monkeypatch, seed=1)
   content = horizon.run_horizon(config(seeds=(0, 1), min_length=5,
                                        max_length=5),
                                 str(tmp_path), train_fn=FakeTrainer(up_to(9)))

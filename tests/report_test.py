@@ -1,6 +1,9 @@
-"""Tests for palindrome_jax.report: formatters and the sweep's report."""
+"""Tests for palindrome_jax.report: formatters, tables and every tool's
+report."""
 
 import math
+
+import pytest
 
 from palindrome_jax import report
 
@@ -58,3 +61,95 @@ def test_sweep_report_states_the_confirmation_of_solve_checks():
   assert ("solve check (10 held-out batches every 500 steps, confirmed on "
           "100 more) reached 99%") in confirmed
   assert "confirmed on" not in unconfirmed
+
+
+def test_a_table_aligns_its_last_columns_right():
+  assert report.table(["a", "b", "c"], [[1, "x", 2.5]], right=2) == [
+      "| a | b | c |", "|---|---:|---:|", "| 1 | x | 2.5 |"]
+  assert report.table(["a"], [])[1] == "|---|"
+
+
+def test_significant_figures_and_thousands():
+  assert [report.significant(x) for x in (0.0, 0.012345, 1.5, 12.34, 123.4,
+                                          98765.4)] == [
+      "0", "0.0123", "1.50", "12.3", "123", "98,765"]
+  assert report.significant(1.256, 2) == "1.3"
+  assert report.significant(None) == report.significant(math.inf) == "–"
+
+
+def test_an_unfinished_search_shows_its_bounds():
+  entry = {"evaluations": [{"length": 25, "passed": True},
+                           {"length": 50, "passed": True}]}
+  assert report.horizon_text(entry, {}) == "≥ 50 so far"
+  # A failed length bounds it from above while the bisection goes on.
+  entry["evaluations"] += [{"length": 200, "passed": False},
+                           {"length": 100, "passed": False}]
+  assert report.horizon_text(entry, {}) == "≥ 50, < 100 so far"
+  assert report.horizon_text({"evaluations": []}, {}) == "unfinished"
+  assert report.horizon_text(
+      {"evaluations": [{"length": 5, "passed": False}]}, {}) == "unfinished"
+
+
+def test_a_finished_search_states_its_horizon_or_its_bracket():
+  settings = {"min_length": 5, "max_length": 200}
+  def entry(horizon, *failed):
+    return {"message": "…", "horizon": horizon, "evaluations": [
+        {"length": n, "passed": False} for n in failed]}
+  assert report.horizon_text(entry(37, 38, 40), settings) == "37"
+  assert report.horizon_text(entry(30, 40, 80), settings) == "≥ 30, < 40"
+  assert report.horizon_text(entry(None, 5), settings) == "< 5"
+  assert report.horizon_text(entry(200), settings) == "≥ 200"
+  assert report.horizon_text({"message": "error: x", "evaluations": []},
+                             settings) == "error"
+  assert report.first_fail(30, [80, 20, 40]) == 40
+  assert report.first_fail(None, [5]) is None
+
+
+def test_the_horizon_table_lists_every_length_tried():
+  evaluation = {"length": 10, "seeds": [1, 2], "accuracies": [1.0, 0.5],
+                "statuses": ["ok", "ok"], "steps_to_solve": [300, None],
+                "solved": [True, False], "passed": False}
+  content = {"settings": {"seeds": [1, 2], "threshold": 0.99,
+                          "min_length": 5, "max_length": 40,
+                          "training": {"train_steps": 1000,
+                                       "confirm_batches": 100}},
+             "cells": {"rnn": {"evaluations": [evaluation], "horizon": None,
+                               "message": "not at N=5"}}}
+  table = report.horizon_table(content)
+  assert ("every one of 2 seeds solves (a solve check ≥ 99% on held-out "
+          "batches, confirmed on 100 more) within 1000 training steps") in table
+  assert "| rnn | < 5 | 10: 1/2 (300) ✗ |" in table
+  assert table.endswith("\n- rnn: not at N=5\n")
+  text = report.horizon_report(content)
+  assert ("- rnn N=10 (seeds 1, 2): test accuracy 100.00, 50.00 %; steps to "
+          "solve 300, –; ok") in text
+  assert "| train_steps | 1000 |" in text
+
+
+def test_the_gradient_table_reads_the_mean_of_the_seeds_that_trained_ok():
+  def seed(status, accuracy):
+    return {"seed": 0, "status": status, "test_accuracy": accuracy}
+  profile = {"init": {"h": [1e-4, 0.5]}, "trained": {"h": [2e-3, 0.25]},
+             "seeds": [seed("ok", 0.9), seed("ok", 0.7),
+                       seed("diverged at step 3", 0.1)]}
+  assert report.mean_test_accuracy(profile) == pytest.approx(0.8)
+  table = report.gradients_table({"length": 2, "cells": {"rnn": profile}})
+  assert table.splitlines()[-1] == (
+      "| rnn | h | 1.00e-04 | 5.00e-01 | 2.00e-03 | 2.50e-01 | 80.0% |")
+  at_init = report.gradients_table({"length": 2, "init_only": True,
+                                    "cells": {"rnn": profile}})
+  assert at_init.splitlines()[-1] == (
+      "| rnn | h | 1.00e-04 | 5.00e-01 | 2.00e-04 |")
+  assert report.summary_part({"h": 0, "c": 0, "total": 0}) == "total"
+
+
+def test_the_evaluation_table_has_a_column_per_test_length():
+  rows = [{"cell": "rnn", "seed": 1, "trained_length": 5, "test_length": n,
+           "status": "ok", "test_accuracy": acc}
+          for n, acc in [(5, 1.0), (8, 0.25)]]
+  rows.append({"cell": "gru", "seed": 1, "trained_length": 5,
+               "test_length": None, "status": "error: gone"})
+  assert report.evaluate_table(rows).splitlines()[2:] == [
+      "| cell | trained N | test N=5 | test N=8 |", "|---|---|---|---|",
+      "| gru | 5 | – | – |", "| rnn | 5 | 100.00 | 25.00 |", "",
+      "Not evaluated:", "- gru N=5 seed 1: error: gone"]

@@ -12,7 +12,7 @@ import os
 import jax
 import pytest
 
-from palindrome_jax import io
+from palindrome_jax import files as io
 from palindrome_jax import results
 from palindrome_jax import sweep
 from palindrome_jax import train

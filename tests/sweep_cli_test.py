@@ -1,17 +1,32 @@
-"""The sweep entrypoint as a user runs it: ``python -m experiments.sweep``."""
+"""The sweep entrypoint as a user runs it: ``python -m experiments.sweep``.
 
+Most tests call its ``main`` in this process, as the command line does
+(:meth:`palindrome_jax.cli.Command.execute`); those that need a real process
+(signals, a closed pipe, absl's parser behind ``python -m``) start one.
+"""
+
+import contextlib
 import csv
+import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import flax.serialization
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import horizon as horizon_main
+from experiments import sweep as sweep_main
+from palindrome_jax import cells
+from palindrome_jax import cli
+from palindrome_jax import config as config_lib
 from palindrome_jax import sweep
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,15 +52,26 @@ def _finish(process, timeout=600):
   return process.returncode, stdout, stderr
 
 
+def _in_process(entrypoint, args):
+  """``python -m experiments.<entrypoint> ARGS`` in this process: absl's
+  flags are parsed, ``main`` is called as the command line calls it, and the
+  flags are put back. Returns ``(status, stdout, stderr)``."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = entrypoint.COMMAND.execute(
+        entrypoint.main, [entrypoint.__name__, *args])
+  return code, out.getvalue(), err.getvalue()
+
+
 # A tiny sweep, end to end.
 
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
   results_dir = tmp_path_factory.mktemp("sweep") / "results"
-  code, stdout, stderr = _finish(_start(
-      ["--lengths=3,4", "--cells=rnn,lstm", *TINY_FLAGS,
-       f"--results_dir={results_dir}"]))
+  code, stdout, stderr = _in_process(sweep_main, [
+      "--lengths=3,4", "--cells=rnn,lstm", *TINY_FLAGS,
+      f"--results_dir={results_dir}"])
   assert code == 0, stderr[-3000:]
   assert "Traceback" not in stderr
   return results_dir, stdout
@@ -156,7 +182,7 @@ def test_sweep_writes_parameters(tiny_sweep):
 
 @pytest.fixture(scope="module")
 def help_run():
-  return _finish(_start(["--help"]))
+  return _in_process(sweep_main, ["--help"])
 
 
 def test_help_documents_the_flags(help_run):
@@ -166,9 +192,8 @@ def test_help_documents_the_flags(help_run):
   assert "--results_dir" in stdout
   assert "Traceback" not in stderr
   # Every flag the sweep uses is listed, in its group, with its default.
-  from experiments import common  # pylint: disable=g-import-not-at-top
-  for name in [*(common.flag_name(common.config.RunConfig, f)
-                 for f in common.RUN_FLAGS), "cells", "seeds",
+  for name in [*(cli.flag_name(config_lib.RunConfig, f)
+                 for f in sweep_main.common.RUN_FLAGS), "cells", "seeds",
                "checkpoint_every", "vmap_seeds", "cpu_devices",
                "coordinator_address"]:
     assert f"  --{name}: " in stdout, name
@@ -185,7 +210,8 @@ def test_help_exits_zero(help_run):
 
 
 def test_help_into_a_closed_pipe_is_quiet():
-  # `--help | head -3`: the reader goes away before the help is written.
+  # `--help | head -3`: the reader goes away before the help is written. A
+  # process of its own: the pipe is its standard output.
   process = _start(["--help"])
   process.stdout.close()
   _, stderr = process.communicate(timeout=300)
@@ -227,33 +253,17 @@ BAD_FLAGS = {
 }
 
 
-def _sweep_in_process(args, capsys):
-  """``python -m experiments.sweep ARGS`` in this process (absl's flags are
-  parsed, main is called as the command line calls it); returns
-  ``(status, stdout, stderr)``."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from experiments import common  # pylint: disable=g-import-not-at-top
-  from experiments import sweep as sweep_main  # pylint: disable=g-import-not-at-top
-  capsys.readouterr()
-  try:
-    code = common.execute(sweep_main.main, ["sweep", *args])
-  finally:
-    flags.FLAGS.unparse_flags()
-  out = capsys.readouterr()
-  return code, out.out, out.err
-
-
 @pytest.mark.parametrize("name", sorted(BAD_FLAGS))
-def test_bad_flag_is_a_one_line_error(name, tmp_path, capsys):
+def test_bad_flag_is_a_one_line_error(name, tmp_path):
   """Each gets valid tiny settings first and the bad flag last (the last
   value of a repeated flag wins), so a check that let it through would train
   for seconds, not hours, and write only under a temporary directory."""
   flag, flag_name = BAD_FLAGS[name]
   if callable(flag):
     flag = flag(tmp_path)
-  code, stdout, stderr = _sweep_in_process(
-      ["--lengths=2", "--cells=rnn", *TINY_FLAGS, "--train_steps=2",
-       f"--results_dir={tmp_path / 'results'}", flag], capsys)
+  code, stdout, stderr = _in_process(sweep_main, [
+      "--lengths=2", "--cells=rnn", *TINY_FLAGS, "--train_steps=2",
+      f"--results_dir={tmp_path / 'results'}", flag])
   assert code == 2
   lines = stderr.splitlines()
   assert lines == [lines[0]] and lines[0].startswith("error: "), stderr
@@ -264,19 +274,20 @@ def test_bad_flag_is_a_one_line_error(name, tmp_path, capsys):
 
 
 def test_a_length_dependent_setting_is_checked_at_the_lengths_trained(
-    tmp_path, capsys):
+    tmp_path):
   """T_max = 0.3 x N is above 2 at N=10 (not at N=5, a length not asked
   for): the sweep trains it."""
-  code, _, stderr = _sweep_in_process(
-      ["--lengths=10", "--cells=lstm", *TINY_FLAGS, "--train_steps=2",
-       "--chrono_per_digit=0.3", f"--results_dir={tmp_path}"], capsys)
+  code, _, stderr = _in_process(sweep_main, [
+      "--lengths=10", "--cells=lstm", *TINY_FLAGS, "--train_steps=2",
+      "--chrono_per_digit=0.3", f"--results_dir={tmp_path}"])
   assert code == 0, stderr
   (row,) = json.loads((tmp_path / "results.json").read_text())
   assert row["status"] == "ok" and row["length"] == 10
 
 
 def test_bad_flag_from_the_command_line_is_one_line(tmp_path):
-  # The same path through `python -m`, once: absl's parser, no traceback.
+  # The same path through `python -m`, once: absl's parser, no traceback
+  # (the entrypoint's smoke test as a process).
   code, stdout, stderr = _finish(_start(
       ["--lengths=5,,x", f"--results_dir={tmp_path}"]))
   assert code == 2 and not stdout
@@ -292,14 +303,14 @@ def _wait_for_first_run(process, results_dir, timeout=300):
   checkpoint: then a Ctrl-C finds a run in flight (waiting for the first run
   alone raced with the start of the next on a loaded machine, and so did a
   finished run's checkpoint, removed just after its record is written)."""
-  import time  # pylint: disable=g-import-not-at-top
   deadline = time.monotonic() + timeout
   runs, checkpoints = results_dir / "runs", results_dir / "checkpoints"
   while time.monotonic() < deadline and process.poll() is None:
     # Checkpoints first, then records: a run that finishes in between has
     # its record listed, and its checkpoint (removed just after the record
     # is written) is not taken for that of a run in flight.
-    # Names that start with "." are files being written (io's temporaries).
+    # Names that start with "." are files being written (files'
+    # temporaries).
     saved = ({p.stem for p in checkpoints.glob("[!.]*.msgpack")}
              if checkpoints.is_dir() else set())
     finished = ({p.stem for p in runs.glob("[!.]*.json")}
@@ -324,7 +335,6 @@ INTERRUPTIBLE = ["--lengths=3,12", "--cells=rnn,lstm", "--train_steps=4000",
 ])
 def test_a_signal_stops_saves_and_a_rerun_continues(tmp_path, signal_name,
                                                     status, announced):
-  import signal  # pylint: disable=g-import-not-at-top
   results_dir = tmp_path / "results"
   process = _start([*INTERRUPTIBLE, f"--results_dir={results_dir}"])
   _wait_for_first_run(process, results_dir)
@@ -340,16 +350,15 @@ def test_a_signal_stops_saves_and_a_rerun_continues(tmp_path, signal_name,
   finished = json.loads((results_dir / "results.json").read_text())
   assert 1 <= len(finished) < 4
   assert list((results_dir / "checkpoints").iterdir()), stderr[-3000:]
-  code, stdout, stderr = _finish(_start([*INTERRUPTIBLE,
-                                         f"--results_dir={results_dir}"]))
+  # The same command again (in this process: the signal needed one).
+  code, stdout, stderr = _in_process(sweep_main, [
+      *INTERRUPTIBLE, f"--results_dir={results_dir}"])
   assert code == 0, stderr[-3000:]
   assert "(continued from the checkpoint at step " in stderr
   assert len(json.loads((results_dir / "results.json").read_text())) == 4
 
 
 def test_a_second_ctrl_c_exits_at_once(tmp_path):
-  import signal  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
   results_dir = tmp_path / "results"
   process = _start([*INTERRUPTIBLE, f"--results_dir={results_dir}"])
   _wait_for_first_run(process, results_dir)
@@ -362,32 +371,33 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
   assert "interrupted again: exiting now" in stderr
 
 
-FAILING_CELL = '''
-import jax.numpy as jnp
-from palindrome_jax import cells
-
-def _init(key, input_dim, hidden_dim):
+def _failing_init(key, input_dim, hidden_dim):
+  del key
   return {"W": jnp.zeros((input_dim + hidden_dim, hidden_dim))}
 
-def _step(params, h, x):
+
+def _failing_step(params, h, x):
+  del params
   if h.shape[0] == 16 and x.shape[-1] == 1:  # Only at training's shapes.
     raise MemoryError("RESOURCE_EXHAUSTED: pretend out of memory")
   return h, h
 
-cells.register("oom", cells.Cell(_init, _step))
-'''
+
+@pytest.fixture(name="oom_cell")
+def _oom_cell(restore_cell_registry):
+  """A cell ``oom`` whose training runs out of memory (registered for the
+  test only)."""
+  del restore_cell_registry
+  cells.register("oom", cells.Cell(_failing_init, _failing_step))
 
 
-def test_a_failed_run_makes_the_exit_status_non_zero(tmp_path):
-  (tmp_path / "oom_cell.py").write_text(FAILING_CELL)
-  env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO_ROOT}"}
-  process = subprocess.run(
-      [sys.executable, "-m", "experiments.sweep", "--cell_module=oom_cell",
-       "--cells=oom,rnn", "--lengths=3", *TINY_FLAGS,
-       f"--results_dir={tmp_path / 'results'}"],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert process.returncode == 1, process.stderr[-3000:]
-  assert process.stdout.strip().splitlines()[-1] == (
+def test_a_failed_run_makes_the_exit_status_non_zero(tmp_path, oom_cell):
+  del oom_cell
+  code, stdout, stderr = _in_process(sweep_main, [
+      "--cells=oom,rnn", "--lengths=3", *TINY_FLAGS,
+      f"--results_dir={tmp_path / 'results'}"])
+  assert code == 1, stderr[-3000:]
+  assert stdout.strip().splitlines()[-1] == (
       "this run: 1 ok, 0 diverged, 1 failed")
   rows = json.loads((tmp_path / "results" / "results.json").read_text())
   status = {r["cell"]: r["status"] for r in rows}
@@ -395,16 +405,14 @@ def test_a_failed_run_makes_the_exit_status_non_zero(tmp_path):
   assert status["oom"].startswith("error: MemoryError: RESOURCE_EXHAUSTED")
 
 
-def test_a_failed_search_makes_the_horizon_exit_status_non_zero(tmp_path):
-  (tmp_path / "oom_cell.py").write_text(FAILING_CELL)
-  env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO_ROOT}"}
-  process = subprocess.run(
-      [sys.executable, "-m", "experiments.horizon", "--cell_module=oom_cell",
-       "--cells=oom,rnn", "--min_length=3", "--max_length=3", *TINY_FLAGS,
-       "--eval_every=20", f"--results_dir={tmp_path / 'results'}"],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert process.returncode == 1, process.stderr[-3000:]
-  assert process.stderr.strip().splitlines()[-1] == (
+def test_a_failed_search_makes_the_horizon_exit_status_non_zero(tmp_path,
+                                                                oom_cell):
+  del oom_cell
+  code, _, stderr = _in_process(horizon_main, [
+      "--cells=oom,rnn", "--min_length=3", "--max_length=3", *TINY_FLAGS,
+      "--eval_every=20", f"--results_dir={tmp_path / 'results'}"])
+  assert code == 1, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1] == (
       "failed: oom (the error is above; the same command retries it)")
   content = json.loads((tmp_path / "results" / "horizon.json").read_text())
   assert content["cells"]["oom"]["message"].startswith(

@@ -1,7 +1,6 @@
 """Tests for palindrome_jax.sweep: resume, extend, failures, the same numbers
 alone or in a sweep."""
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from palindrome_jax import io
+from palindrome_jax import files as io
 from palindrome_jax import results
 from palindrome_jax import sweep
 from palindrome_jax import train
@@ -244,75 +243,3 @@ def test_a_diverging_run_is_reported_and_the_sweep_goes_on(tmp_path):
   assert "| irnn | 1 diverged |" in table
   assert set(os.listdir(tmp_path)) >= {"accuracy_vs_length.png",
                                        "training_curves.png", "results.csv"}
-
-
-def test_a_run_finished_by_another_process_meanwhile_is_not_retrained(
-    tmp_path):
-  """Two processes on one directory: the run this one reaches second was
-  finished by the other after this one listed it; its record is kept."""
-  calls = []
-
-  def train_while_another_process_finishes_the_other_run(cfg, seeds,
-                                                         **kwargs):
-    calls.append(cfg.length)
-    if len(calls) == 1:
-      other = ({3, 4} - {cfg.length}).pop()
-      sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(other,),
-                                        base=TINY), str(tmp_path))
-    return train.train_and_evaluate(cfg, seeds, **kwargs)
-
-  other_record = {}
-  config = sweep.SweepConfig(cells=("rnn",), lengths=(3, 4), base=TINY)
-  real_save = results.ResultsDir.save_run
-
-  def spy_save(self, run, row, params):
-    other_record.setdefault(run.length, row["wall_seconds"])
-    real_save(self, run, row, params)
-
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(results.ResultsDir, "save_run", spy_save)
-    rows = sweep.run_sweep(
-        config, str(tmp_path),
-        train_fn=train_while_another_process_finishes_the_other_run).rows
-  assert len(calls) == 1
-  assert sorted(r["length"] for r in rows) == [3, 4]
-  # Each record is the one first saved: nothing was overwritten.
-  assert {r["length"]: r["wall_seconds"] for r in rows} == other_record
-
-
-def test_a_vmapped_group_trains_only_its_seeds_not_finished_meanwhile(
-    tmp_path):
-  """Seed 1 of a vmapped group (1, 2) is finished by another process after
-  this one listed it: the group trains seed 2 alone, to the numbers seed 2
-  gets alone, and seed 1's record is kept."""
-  sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(3,), seeds=(1,),
-                                    base=TINY), str(tmp_path))
-  first = io.read_json(str(tmp_path / "runs" / "rnn_N3_seed1.json"))
-  listed = set()
-  real_finished = results.ResultsDir.finished
-
-  def finished_after_listing(self, run):
-    if run not in listed:  # The listing saw it unfinished.
-      listed.add(run)
-      return None
-    return real_finished(self, run)
-
-  trained = []
-
-  def spy(cfg, seeds, **kwargs):
-    trained.append(tuple(seeds))
-    return train.train_and_evaluate(cfg, seeds, **kwargs)
-
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(results.ResultsDir, "finished", finished_after_listing)
-    rows = sweep.run_sweep(
-        sweep.SweepConfig(cells=("rnn",), lengths=(3,), seeds=(1, 2),
-                          vmap_seeds=True, base=TINY),
-        str(tmp_path), train_fn=spy).rows
-  assert trained == [(2,)]
-  by_seed = {r["seed"]: r for r in rows}
-  assert by_seed[1]["wall_seconds"] == first["wall_seconds"]
-  alone = train.train_and_evaluate(
-      dataclasses.replace(TINY, cell="rnn", length=3), (2,)).seeds[0]
-  assert by_seed[2]["test_accuracy"] == alone.test_accuracy
-  assert not list(tmp_path.glob("checkpoints/*"))

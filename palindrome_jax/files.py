@@ -1,4 +1,9 @@
-"""Atomic file output: a crash or a kill never leaves a half-written file."""
+"""Files written whole: a crash or a kill never leaves a half-written one.
+
+Atomic writes (a temporary beside the target, then a rename), JSON without
+NaN, and moving an unreadable file aside. (Named so as not to shadow the
+standard library's ``io``.)
+"""
 
 import json
 import math

@@ -1,0 +1,409 @@
+"""The runner: trains a list of runs into one results directory.
+
+Every tool that trains (the sweep, the horizon search, the gradients tool)
+hands its runs here. A run already finished in the directory is read back,
+not trained; one claimed by another process is left to it, never trained
+twice. The rest train as programs (one run each, or with ``vmap_seeds`` the
+seeds of one cell and N together) side by side over a pool of devices,
+longest first. Each run is saved the moment it ends
+(:mod:`palindrome_jax.results`); a program that raises is recorded as failed
+and the others go on; a Ctrl-C or SIGTERM (:class:`StopRequest`) stops every
+run at the end of its chunk, its checkpoint saved.
+
+In a multi-process run (``jax.distributed``) every process trains its share
+of the runs into the shared directory, and process 0 then reads them all
+(:func:`share_then_replay`).
+"""
+
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import traceback
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+
+from absl import logging
+import jax
+import numpy as np
+
+from palindrome_jax import config as config_lib
+from palindrome_jax import devices as devices_lib
+from palindrome_jax import progress as progress_lib
+from palindrome_jax import report
+from palindrome_jax import results as results_lib
+from palindrome_jax import train
+from palindrome_jax.results import Run
+
+TrainFn = Callable[..., train.GroupResult]
+Program = tuple[Run, ...]  # Runs that train as one compiled program.
+T = TypeVar("T")
+
+
+class StopRequest:
+  """Set by the first Ctrl-C (SIGINT) or SIGTERM: runs stop at the end of
+  their chunk, their checkpoints saved.
+
+  SIGTERM is how schedulers and ``kill`` ask a job to stop before they kill
+  it. A second signal exits at once (status 128 + its number).
+  """
+
+  SIGNALS = {signal.SIGINT: "interrupt", signal.SIGTERM: "terminated (SIGTERM)"}
+
+  def __init__(self):
+    self.event = threading.Event()
+    self.signum: Optional[int] = None
+
+  def __call__(self) -> bool:
+    return self.event.is_set()
+
+  @property
+  def exit_status(self) -> int:
+    """128 + the signal's number, the shell's convention (130 for Ctrl-C)."""
+    return 128 + (self.signum or signal.SIGINT)
+
+  @contextlib.contextmanager
+  def on_signals(self):
+    if threading.current_thread() is not threading.main_thread():
+      yield self
+      return
+
+    def handler(signum, frame):
+      del frame
+      if self.event.is_set():
+        print("\ninterrupted again: exiting now", file=sys.stderr, flush=True)
+        os._exit(128 + signum)  # pylint: disable=protected-access
+      self.signum = signum
+      self.event.set()
+      again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
+      print(f"\n{self.SIGNALS[signum]}: stopping every run at the end of its "
+            f"chunk ({again} again to exit now)", file=sys.stderr, flush=True)
+
+    previous = {signum: signal.signal(signum, handler)
+                for signum in self.SIGNALS}
+    try:
+      yield self
+    finally:
+      for signum, before in previous.items():
+        signal.signal(signum, before)
+
+
+class Interrupted(Exception):
+  """A tool stopped at a Ctrl-C (:class:`StopRequest`); what finished is
+  saved."""
+
+
+@dataclasses.dataclass
+class Outcome:
+  """What one call trained: every row in the directory, and this call's."""
+
+  rows: list[dict]
+  new_rows: list[dict]
+  interrupted: bool = False
+  write_errors: list[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def counts(self) -> dict[str, int]:
+    return results_lib.status_counts(self.new_rows)
+
+
+@contextlib.contextmanager
+def open_results(
+    results_dir: str, base: train.RunConfig, what: str,
+    overwrite: bool = False, config: Optional[dict[str, Any]] = None,
+    devices: Optional[Sequence[jax.Device]] = None,
+) -> Iterator[tuple[results_lib.ResultsDir, devices_lib.DevicePool]]:
+  """Holds ``results_dir`` for runs trained as ``base`` (``what`` names the
+  tool in a refusal; see :meth:`ResultsDir.open` for ``overwrite`` and
+  ``config``) and yields it with a pool of ``devices`` (default: every local
+  device)."""
+  results = results_lib.ResultsDir(results_dir, base.training_settings(),
+                                   what=what,
+                                   defaults=config_lib.absent_settings())
+  pool = devices_lib.DevicePool(devices or jax.local_devices())
+  with results.open(overwrite, config=config):
+    yield results, pool
+
+
+def share_then_replay(work: Callable[[list], T], items: Sequence[Any],
+                      name: str, replay: bool = True) -> T:
+  """``work`` over ``items`` by every process of a run; what it returns.
+
+  Each process works on its share (:func:`devices.process_share`), then
+  waits for the others at the barrier ``name``. With ``replay``, process 0
+  then works over every item again: trained by now and on disk, they are
+  read back, not trained, so that it holds them all for the summaries. In a
+  single process ``work`` runs once, over every item.
+  """
+  done = work(devices_lib.process_share(items))
+  devices_lib.barrier(name)
+  if replay and jax.process_count() > 1 and jax.process_index() == 0:
+    done = work(list(items))
+  return done
+
+
+def train_runs(runs: Sequence[Run], base: train.RunConfig,
+               results: results_lib.ResultsDir,
+               pool: devices_lib.DevicePool,
+               vmap_seeds: bool = False, checkpoint_every: int = 0,
+               train_fn: TrainFn = train.train_and_evaluate,
+               stop: Callable[[], bool] = lambda: False,
+               progress: Optional[progress_lib.Progress] = None,
+               outcome: Optional[Outcome] = None) -> dict[Run, dict]:
+  """Trains the ``runs`` not finished in ``results``; returns every run's
+  record (finished earlier or now) by run. A run claimed by another process
+  is left to it (skipped here, never trained twice).
+
+  Each program that raises is recorded as failed and the others go on; a
+  failure to write a trained run's files is logged with the path, counted
+  in ``outcome.write_errors``, and leaves the run untrained on disk.
+  """
+  records, todo = _finished_and_todo(runs, results)
+  programs = programs_of(todo, vmap_seeds)
+  costs = {p: expected_cost(_config_of(base, p)) * len(p) for p in programs}
+  with _job_progress(progress, sum(costs.values())) as progress:
+    if len(todo) < len(runs):
+      progress.message(f"{len(runs) - len(todo)} of {len(runs)} runs finished "
+                       "earlier, skipped")
+    trainer = _Trainer(base, results, train_fn, stop, checkpoint_every,
+                       progress, records,
+                       outcome if outcome is not None else Outcome([], []))
+    _run_side_by_side(programs, costs, pool, vmap_seeds,
+                      trainer.train_program)
+  return records
+
+
+def _finished_and_todo(runs: Sequence[Run], results: results_lib.ResultsDir
+                       ) -> tuple[dict[Run, dict], list[Run]]:
+  """The records of the ``runs`` finished in ``results``, and the others."""
+  records, todo = {}, []
+  for run in runs:
+    record = results.finished(run)
+    if record is not None:
+      records[run] = record
+    else:
+      todo.append(run)
+  return records, todo
+
+
+def programs_of(runs: Sequence[Run], vmap_seeds: bool) -> list[Program]:
+  """The runs grouped into programs: one run each, or with ``vmap_seeds``
+  every seed of a (cell, length) together."""
+  if not vmap_seeds:
+    return [(run,) for run in runs]
+  groups = {}
+  for run in runs:
+    groups.setdefault((run.cell, run.length), []).append(run)
+  return [tuple(group) for group in groups.values()]
+
+
+def _config_of(base: train.RunConfig, program: Program) -> train.RunConfig:
+  return dataclasses.replace(base, cell=program[0].cell,
+                             length=program[0].length)
+
+
+@contextlib.contextmanager
+def _job_progress(progress: Optional[progress_lib.Progress],
+                  total_work: float) -> Iterator[progress_lib.Progress]:
+  """``progress``, or a job of its own for ``total_work``, closed after."""
+  if progress is not None:
+    yield progress
+    return
+  progress = progress_lib.Progress(total_work)
+  try:
+    yield progress
+  finally:
+    progress.close()
+
+
+def _run_side_by_side(programs: list[Program], costs: dict[Program, float],
+                      pool: devices_lib.DevicePool, vmap_seeds: bool,
+                      train_program: Callable[..., None]) -> None:
+  """``train_program(program, cost, devices)`` for every program: each on
+  a free device of ``pool``, or, when vmapped seeds split evenly over every
+  device, one program at a time over all of them."""
+  # Longest first: when programs run side by side, the last to finish is then
+  # a short one and no device idles long at the end.
+  programs = sorted(programs, key=lambda p: -costs[p])
+  if vmap_seeds and len(pool) > 1 and all(
+      len(p) % len(pool) == 0 for p in programs):
+    for program in programs:  # Each program's seeds split over all devices.
+      with pool.all_devices() as devices:
+        train_program(program, costs[program], devices)
+  else:
+    pool.map(lambda p, device: train_program(p, costs[p], [device]),
+             programs)
+
+
+@dataclasses.dataclass
+class _Trainer:
+  """What the programs of one :func:`train_runs` call share: how they train,
+  where they are saved, and every record so far (``records``, by run)."""
+
+  base: train.RunConfig
+  results: results_lib.ResultsDir
+  train_fn: TrainFn
+  stop: Callable[[], bool]
+  checkpoint_every: int
+  progress: progress_lib.Progress
+  records: dict[Run, dict]
+  outcome: Outcome
+  lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+  def train_program(self, program: Program, cost: float, devices) -> None:
+    """Claims the runs of ``program``, then trains those still to train."""
+    if self.stop():
+      return
+    with contextlib.ExitStack() as stack:
+      claimed = [stack.enter_context(self.results.claim(run))
+                 for run in program]
+      if not all(claimed):
+        self.progress.message(
+            f"{program[0].cell} N={program[0].length} seeds "
+            f"{[run.seed for run in program]}: being trained by another "
+            "process, skipped")
+        self.progress.skip(cost)
+        return
+      program, cost = self._without_finished_meanwhile(program, cost)
+      if program:
+        self._train_claimed(program, cost, devices)
+
+  def _without_finished_meanwhile(self, program: Program, cost: float
+                                  ) -> tuple[Program, float]:
+    """``program`` and its cost without the runs that another process
+    finished since they were listed (and then released): those records are
+    kept, not trained again."""
+    done = {run: self.results.finished(run) for run in program}
+    done = {run: record for run, record in done.items() if record}
+    if not done:
+      return program, cost
+    with self.lock:
+      self.records.update(done)
+    self.progress.message(
+        f"{program[0].cell} N={program[0].length} seeds "
+        f"{[run.seed for run in done]}: finished by another process, skipped")
+    self.progress.skip(cost * len(done) / len(program))
+    return (tuple(run for run in program if run not in done),
+            cost * (1 - len(done) / len(program)))
+
+  def _train_claimed(self, program: Program, cost: float, devices) -> None:
+    cfg = _config_of(self.base, program)
+    seeds = tuple(run.seed for run in program)
+    label = (f"{cfg.cell} N={cfg.length} seed"
+             f"{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))}")
+    run_progress = self.progress.start_run(program, label, cfg.train_steps,
+                                           cost)
+    checkpoint = (self.results.checkpoint_file(program)
+                  if self.checkpoint_every else None)
+    try:
+      group = self.train_fn(
+          cfg, seeds, on_log=_on_log(run_progress), checkpoint_path=checkpoint,
+          checkpoint_every=self.checkpoint_every, devices=devices,
+          should_stop=self.stop)
+    except train.Interrupted:
+      run_progress.finish(f"{label}: interrupted"
+                          + (" (checkpoint saved)" if checkpoint else ""))
+      return
+    except Exception as error:  # pylint: disable=broad-except
+      # One failing run (say, out of memory) must not cost the others.
+      logging.error("%s N=%d failed:\n%s", cfg.cell, cfg.length,
+                    traceback.format_exc())
+      self._record_failure(program, error, label, run_progress)
+      return
+    self._record(program, group, run_progress)
+
+  def _record_failure(self, program: Program, error: Exception, label: str,
+                      run_progress: progress_lib.RunProgress) -> None:
+    for run in program:
+      self._save(run, results_lib.error_row(run, error), None)
+    run_progress.finish(f"{label}: {self.records[program[0]]['status']}"
+                        if program[0] in self.records else None)
+
+  def _record(self, program: Program, group: train.GroupResult,
+              run_progress: progress_lib.RunProgress) -> None:
+    num_params = sum(np.size(x) for x in
+                     jax.tree.leaves(group.seeds[0].params))
+    for run, seed_result in zip(program, group.seeds):
+      self._save(run, _row(group, seed_result, num_params),
+                 seed_result.params)
+    if len(program) > 1 and all(run in self.records for run in program):
+      self.results.remove_checkpoint(program)
+    resumed = (f" (continued from the checkpoint at step "
+               f"{group.resumed_from})" if group.resumed_from else "")
+    run_progress.finish("; ".join(
+        f"{run.name}: {_run_summary(self.records.get(run))}"
+        for run in program) + resumed)
+
+  def _save(self, run: Run, row: dict[str, Any], params: Any) -> None:
+    """Saves ``run``; a failure to write is logged and counted, and leaves
+    the run without a record."""
+    try:
+      self.results.save_run(run, row, params)
+    except OSError as error:
+      message = (f"cannot save {run.name}: {error.strerror or error} "
+                 f"({error.filename or self.results.root})")
+      logging.error("%s", message)
+      with self.lock:
+        self.outcome.write_errors.append(message)
+      return
+    with self.lock:
+      self.records[run] = {**row, "settings": self.results.settings}
+      self.outcome.new_rows.append(row)
+
+
+def _on_log(run_progress: progress_lib.RunProgress) -> Callable[[dict], None]:
+  """Reports each logged chunk of a run to its progress line."""
+  return lambda info: run_progress.update(
+      info["step"], results_lib.finite_mean(info["loss"]),
+      results_lib.finite_mean(info["accuracy"]), info["steps_per_second"])
+
+
+def _row(program: train.GroupResult, seed_result: train.SeedResult,
+         num_params: int) -> dict[str, Any]:
+  """A trained run's record (:data:`results.ROW_FIELDS`)."""
+  cfg = program.config
+  return {
+      "cell": cfg.cell, "length": cfg.length, "seed": seed_result.seed,
+      "status": seed_result.status,
+      "test_accuracy": seed_result.test_accuracy,
+      "test_loss": seed_result.test_loss,
+      "steps_to_solve": seed_result.steps_to_solve,
+      "final_train_loss": seed_result.final_train_loss,
+      "final_train_accuracy": seed_result.final_train_accuracy,
+      "train_steps": seed_result.train_steps,
+      "wall_seconds": program.wall_seconds,
+      "compile_seconds": program.compile_seconds,
+      "steps_per_second": program.steps_per_second,
+      "num_params": num_params,
+      "seeds_in_program": len(program.seeds),
+      "history": seed_result.history,
+  }
+
+
+def _run_summary(record: Optional[dict]) -> str:
+  if record is None:
+    return "not saved"
+  steps = record.get("steps_to_solve")
+  return (f"{record['status']}, test accuracy "
+          f"{report.percent(record.get('test_accuracy'))}%, solved at "
+          f"{steps if steps is not None else report.MISSING}, "
+          f"{report.seconds(record.get('wall_seconds'))}")
+
+
+def longest_first(runs: Sequence[Run], base: train.RunConfig) -> list[Run]:
+  """``runs`` by expected cost, longest first (ties in a fixed order)."""
+  costs = {}
+  for run in runs:
+    if (run.cell, run.length) not in costs:
+      costs[run.cell, run.length] = expected_cost(_config_of(base, (run,)))
+  return sorted(runs, key=lambda r: (-costs[r.cell, r.length], r))
+
+
+def expected_cost(cfg: train.RunConfig) -> float:
+  """Relative training time: steps x length x the cell's parameter count."""
+  init = cfg.make_cell().init
+  shapes = jax.eval_shape(lambda key: init(key, cfg.input_dim, cfg.num_hidden),
+                          jax.random.PRNGKey(0))
+  size = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes))
+  return float(cfg.train_steps) * cfg.length * float(size)
