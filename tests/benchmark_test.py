@@ -69,7 +69,7 @@ def test_jax_methods_without_torch(tmp_path):
 def test_torch_methods(tmp_path):
   pytest.importorskip("torch")
   report = benchmark.run_benchmark(
-      tiny(cells=("lstm", "gru"), methods=()),
+      tiny(cells=("lstm", "gru"), methods=("jit_step",)),
       *benchmark_torch.torch_methods("on"))
   benchmark_report.write(report, str(tmp_path))
   rows = check_outputs(str(tmp_path), report, ("lstm",), TORCH_METHODS)
