@@ -64,11 +64,14 @@ def init(key: jax.Array, cell: cells_lib.Cell, input_dim: int, hidden_dim: int,
     if num_layers == 1:
       return {"cell": layers[0], "readout": readout_params}
     return {"layers": layers, "readout": readout_params}
-  key_embed = jax.random.fold_in(key_out, 1)
+  key_w, key_b = jax.random.split(jax.random.fold_in(key_out, 1))
   return {
-      "embed": {"W": cells_lib.uniform_fan_in(key_embed,
-                                              (input_dim, hidden_dim)),
-                "b": jnp.zeros((hidden_dim,), jnp.float32)},
+      # The bias is drawn as the weights are, not zero: with the scalar
+      # encoding x = d w + b, and a zero b the first RMSNorm would map every
+      # digit d > 0 to one vector.
+      "embed": {"W": cells_lib.uniform_fan_in(key_w, (input_dim, hidden_dim)),
+                "b": cells_lib.uniform_fan_in(key_b, (input_dim, hidden_dim)
+                                              )[0]},
       "layers": [_residual_layer_init(k, cell, hidden_dim) for k in layer_keys],
       "norm": jnp.ones((hidden_dim,), jnp.float32),
       "readout": readout_params,

@@ -309,3 +309,15 @@ def test_gradients_tool_measures_each_layer_at_initialisation(tmp_path):
     assert all(tot >= one - 1e-7 for tot, one in zip(init["total"][:-1],
                                                      init["layer 1"][:-1]))
   assert (tmp_path / "gradients.md").exists()
+
+
+def test_residual_inputs_of_each_digit_differ_after_the_first_norm():
+  # x = d W_e + b_e, then RMSNorm: with b_e = 0 every digit d > 0 would give
+  # the same vector, and the scalar encoding would carry only its sign.
+  _, params = _init("rnn", 1, "residual", input_dim=1, hidden=16)
+  digits = jnp.arange(10, dtype=jnp.float32)[:, None]
+  x = digits @ params["embed"]["W"] + params["embed"]["b"][None, :]
+  normed = np.asarray(model.rms_norm(params["layers"][0]["norm"], x))
+  gaps = [np.abs(normed[i] - normed[j]).max()
+          for i in range(10) for j in range(i + 1, 10)]
+  assert min(gaps) > 1e-3
