@@ -29,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover (every JAX this project supports)
   _jax_distributed = None
 
-_BARRIER_JAX = "JAX 0.4.35 to 0.10.2"
+_BARRIER_JAX = "JAX 0.8.2 (the floor) to 0.10.2"
 
 
 VMAP_SEEDS_HELP = (
