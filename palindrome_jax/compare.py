@@ -9,14 +9,15 @@ summarises. Recipes are compared at one budget and one solve criterion
 (``train_steps`` and ``solved_accuracy``): a length solved in 20,000 steps
 and one solved in 10,000 are different claims, so such a mix is refused.
 Settings that only change how a run is checked (``eval_every``,
-``confirm_batches``, ...) may differ; the table says where they do.
+``confirm_batches``, ...) may differ; the table says where they do. The
+version of the training program names no recipe: it changes how a run's
+float32 numbers round, not what it learns with.
 """
 
 import dataclasses
 import os
 from typing import Any, Iterable, Optional, Sequence
 
-from palindrome_jax import config as config_lib
 from palindrome_jax import horizon
 from palindrome_jax import files as io
 from palindrome_jax import plots
@@ -27,6 +28,8 @@ PROTOCOL = ("log_every", "eval_batches", "stop_when_solved", "eval_every",
             "confirm_batches", "unroll")
 # Settings every compared recipe must share: the budget and the criterion.
 SHARED = ("train_steps", "solved_accuracy")
+# Versions of the code, not of the recipe: never in a recipe's name.
+VERSIONS = ("training_program",)
 
 
 class CompareError(ValueError):
@@ -67,20 +70,10 @@ class Recipe:
 
 
 def load(directory: str) -> dict[str, Any]:
-  """A search's ``horizon.json``; FileNotFoundError if it has none,
-  ValueError if it is not one (damaged, or another tool's)."""
-  path = os.path.join(directory, "horizon.json")
-  try:
-    content = io.read_json(path)
-  except (ValueError, UnicodeDecodeError) as error:
-    raise ValueError(f"{path} is not readable JSON "
-                     f"({str(error).splitlines()[0]})") from None
-  if not (isinstance(content, dict)
-          and isinstance(content.get("settings"), dict)
-          and isinstance(content.get("cells"), dict)):
-    raise ValueError(f"{path} is not a horizon search's (no settings or "
-                     "cells)")
-  return content
+  """A search's ``horizon.json`` (:func:`horizon.read_search`);
+  FileNotFoundError if it has none, ValueError if it is not one (damaged,
+  another tool's, or of another format: :class:`results.FormatError`)."""
+  return horizon.read_search(os.path.join(directory, "horizon.json"))
 
 
 def defaults() -> dict[str, Any]:
@@ -94,13 +87,13 @@ def recipes(searches: Sequence[tuple[str, dict[str, Any]]],
   """The recipes of ``searches`` (directory, ``horizon.json`` content), in
   order, keeping only ``cells`` if given; ``labels`` replaces the names."""
   reference = defaults()
-  absent = config_lib.absent_settings()
   found = []
   for directory, content in searches:
     settings = content["settings"]
-    training = {**absent, **settings["training"]}
+    training = settings["training"]
     differ = {k: v for k, v in training.items()
-              if k not in SHARED and reference.get(k, object()) != v}
+              if k not in SHARED + VERSIONS
+              and reference.get(k, object()) != v}
     changes = {k: v for k, v in differ.items() if k not in PROTOCOL}
     protocol = {k: v for k, v in differ.items() if k in PROTOCOL}
     for cell, entry in content["cells"].items():
@@ -108,7 +101,7 @@ def recipes(searches: Sequence[tuple[str, dict[str, Any]]],
         continue
       label = f"{cell}: {report.describe(changes)}" if changes else cell
       found.append(Recipe(label, directory, cell, changes, protocol,
-                          {**settings, "training": training}, entry))
+                          settings, entry))
   if not found:
     raise CompareError(
         "cells" if cells is not None else "searches",

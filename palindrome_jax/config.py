@@ -44,32 +44,17 @@ class ConfigError(ValueError):
 Check = Callable[[Any], Optional[str]]
 
 
-_SAME_AS_DEFAULT = object()
-
-
 def setting(default: Any, help: str, check: Optional[Check] = None, *,  # pylint: disable=redefined-builtin
             static: bool = True, flag: Optional[str] = None,
-            flag_type: Optional[type] = None,
-            absent: Any = _SAME_AS_DEFAULT) -> Any:
+            flag_type: Optional[type] = None) -> Any:
   """A dataclass field with its help, check and role (see the module doc).
 
   ``flag`` is the flag's name where it differs from the field's; ``flag_type``
-  the flag's type where the default (None) does not say it. ``absent`` is
-  what a run recorded before the field existed trained with (default: the
-  field's default), so such runs are reused only when that still holds.
+  the flag's type where the default (None) does not say it.
   """
   return dataclasses.field(default=default, metadata={
       "help": help, "check": check, "static": static, "flag": flag,
-      "flag_type": flag_type,
-      "absent": default if absent is _SAME_AS_DEFAULT else absent})
-
-
-def absent_settings(config_class=None) -> dict[str, Any]:
-  """What each training setting of a run record that lacks it was: the
-  ``defaults`` of :class:`palindrome_jax.results.ResultsDir`."""
-  config_class = config_class or RunConfig
-  return {f.name: f.metadata["absent"] for f in dataclasses.fields(config_class)
-          if f.name not in ("cell", "length")}
+      "flag_type": flag_type})
 
 
 # Checks: each returns None when the value is fine, else the problem.
@@ -245,9 +230,8 @@ class RunConfig:
       flag_type=float)
   unroll: int = setting(1, "Time steps unrolled per lax.scan iteration.",
                         positive_int)
-  # No flag: the version of the code, recorded (see TRAINING_PROGRAM); runs
-  # recorded before it existed trained with version 1.
-  training_program: int = setting(TRAINING_PROGRAM, None, absent=1)
+  # No flag: the version of the code, recorded (see TRAINING_PROGRAM).
+  training_program: int = setting(TRAINING_PROGRAM, None)
   # What only drives the loop.
   train_steps: int = setting(10_000, "Optimizer steps per run (the budget).",
                              positive_int, static=False)
@@ -274,7 +258,7 @@ class RunConfig:
   confirm_batches: int = setting(
       100, "A solve check that passes is confirmed on this many more fresh "
       "held-out batches before the run counts as solved (and stops); 0: the "
-      "check alone.", non_negative_int, static=False, absent=0)
+      "check alone.", non_negative_int, static=False)
 
   def __post_init__(self):
     check_fields(self)

@@ -12,17 +12,18 @@ from typing import Any, Iterable, Optional
 
 import jax
 
-from palindrome_jax import config as config_lib
 from palindrome_jax import report
 from palindrome_jax import results as results_lib
 from palindrome_jax import train
 from palindrome_jax.results import Run
+from palindrome_jax.status import Kind
 
 
 def base_config(results_dir: str) -> train.RunConfig:
   """The sweep's training settings, from its ``config.json``."""
   path = os.path.join(results_dir, "config.json")
   config = results_lib.read_json_or_move_aside(path)
+  results_lib.check_format(config, path, results_dir)
   if not isinstance(config, dict) or "training_settings" not in config:
     raise FileNotFoundError(f"{results_dir} holds no sweep (no readable "
                             "config.json)")
@@ -45,8 +46,7 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
   unreadable gets one row saying so, and the others are evaluated.
   """
   base = base_config(results_dir)
-  results = results_lib.ResultsDir(results_dir, base.training_settings(),
-                                   defaults=config_lib.absent_settings())
+  results = results_lib.ResultsDir(results_dir, base.training_settings())
   base = _for_evaluation(base)
   if eval_batches:
     base = dataclasses.replace(base, eval_batches=eval_batches)
@@ -61,7 +61,7 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
       params = results.load_params(run)
     except FileNotFoundError:
       rows.append({**row, "test_length": None, "status": (
-          "no parameters" if record["status"].startswith("error")
+          "no parameters" if record["status"].kind is Kind.ERROR
           else f"error: {results.params_file(run)} is missing")})
       continue
     except Exception as error:  # pylint: disable=broad-except

@@ -47,11 +47,12 @@ from palindrome_jax import results as results_lib
 from palindrome_jax import runner
 from palindrome_jax import train
 from palindrome_jax.results import Run
+from palindrome_jax.status import Status
 
 Params = Any
 
 # The status of a seed measured with ``init_only``: it was never trained.
-UNTRAINED = "not trained (init_only)"
+UNTRAINED = Status.untrained("init_only")
 
 
 def output_leaf(cell: cells_lib.Cell, cell_params: Params,
@@ -303,11 +304,11 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
       cell_records, cell_params = [], []
       for seed in seeds:
         run = Run(cell, length, seed)
-        record = records.get(run) or {"seed": seed, "status": "not trained"}
+        record = records.get(run) or {"seed": seed,
+                                      "status": Status.untrained()}
         cell_records.append(record)
         cell_params.append(directory.load_params(run)
-                           if record["status"] == "ok" or
-                           record["status"].startswith("diverged") else None)
+                           if record["status"].trained else None)
       content["cells"][cell] = gradient_profile(cfg, cell_records, cell_params)
     write_summaries(content, results_dir)
   return content

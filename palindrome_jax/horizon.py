@@ -43,6 +43,7 @@ from palindrome_jax import results as results_lib
 from palindrome_jax import runner
 from palindrome_jax import train
 from palindrome_jax.results import Run
+from palindrome_jax.status import Kind, Status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,9 +144,10 @@ def length_record(length: int, records: Sequence[Optional[dict]]) -> dict:
   confirmed solve check, see the module doc), and whether all did (a seed
   with no record counts as not solved; the search awaits one that another
   process is training, see :func:`run_horizon`)."""
-  records = [r or {"status": "missing", "test_accuracy": None} for r in records]
+  records = [r or {"status": Status.MISSING, "test_accuracy": None}
+             for r in records]
   accuracies = [r.get("test_accuracy") for r in records]
-  solved = [r["status"] == "ok" and r.get("steps_to_solve") is not None
+  solved = [r["status"].kind is Kind.OK and r.get("steps_to_solve") is not None
             for r in records]
   return {
       "length": length,
@@ -207,32 +209,124 @@ def _message(found: Optional[int], config: HorizonConfig,
           f"N={first_fail}{between}")
 
 
-def _earlier_cells(json_path: str, config: HorizonConfig) -> dict:
+# horizon.json (format 2): what the tools read from it.
+_INT = ("an integer", results_lib.is_int)
+_NUMBER = ("a number", results_lib.is_number)
+_INTS = ("a list of integers", results_lib.list_of(results_lib.is_int))
+SETTINGS_SCHEMA: results_lib.Schema = {
+    "threshold": _NUMBER, "min_length": _INT, "max_length": _INT,
+    "resolution": _INT, "seeds": _INTS,
+    "training": ("an object", lambda v: isinstance(v, dict)),
+}
+TRAINING_SCHEMA: results_lib.Schema = {
+    "train_steps": _INT, "solved_accuracy": _NUMBER, "confirm_batches": _INT}
+# A cell's search; "horizon" and "message" once it ended.
+ENTRY_SCHEMA: results_lib.Schema = {
+    "evaluations": ("a list", lambda v: isinstance(v, list)),
+    "horizon": ("an integer or null", results_lib.or_null(results_lib.is_int)),
+    "message": ("a string", lambda v: isinstance(v, str)),
+}
+# A length tried: its lists run over its seeds.
+PER_SEED = ("accuracies", "statuses", "steps_to_solve", "solved")
+EVALUATION_SCHEMA: results_lib.Schema = {
+    "length": _INT, "seeds": _INTS,
+    "accuracies": ("a list of numbers or nulls", results_lib.list_of(
+        results_lib.or_null(results_lib.is_number))),
+    "statuses": ("a list of run statuses",
+                 results_lib.list_of(results_lib.is_status)),
+    "steps_to_solve": ("a list of integers or nulls", results_lib.list_of(
+        results_lib.or_null(results_lib.is_int))),
+    "solved": ("a list of booleans",
+               results_lib.list_of(lambda v: isinstance(v, bool))),
+    "passed": ("a boolean", lambda v: isinstance(v, bool)),
+}
+
+
+def search_problem(content: dict) -> Optional[str]:
+  """What makes ``content`` not a search's ``horizon.json`` of this format,
+  naming the field (``cells.lstm.evaluations[0].statuses is not ...``);
+  None if it is one."""
+  if content.get("format_version") != results_lib.FORMAT_VERSION:
+    return f"format_version is {content.get('format_version')!r}"
+  problem = (results_lib.schema_problem(content["settings"], SETTINGS_SCHEMA,
+                                        "settings.")
+             or results_lib.schema_problem(content["settings"]["training"],
+                                           TRAINING_SCHEMA,
+                                           "settings.training."))
+  if problem:
+    return problem
+  for cell, entry in content["cells"].items():
+    problem = results_lib.schema_problem(entry, ENTRY_SCHEMA, f"cells.{cell}.",
+                                         ("horizon", "message"))
+    if problem:
+      return problem
+    for k, e in enumerate(entry["evaluations"]):
+      at = f"cells.{cell}.evaluations[{k}]."
+      problem = results_lib.schema_problem(e, EVALUATION_SCHEMA, at)
+      if problem:
+        return problem
+      for field in PER_SEED:
+        if len(e[field]) != len(e["seeds"]):
+          return (f"{at}{field} has {len(e[field])} entries for "
+                  f"{len(e['seeds'])} seed(s)")
+  return None
+
+
+def read_search(path: str) -> dict:
+  """A search's ``horizon.json``, checked against its schema, with its
+  statuses parsed (:class:`Status`). FileNotFoundError if absent,
+  :class:`results.FormatError` if of another format, ValueError naming the
+  field if it is not a search's."""
+  try:
+    content = io.read_json(path)
+  except (ValueError, UnicodeDecodeError) as error:
+    raise ValueError(f"{path} is not readable JSON "
+                     f"({str(error).splitlines()[0]})") from None
+  if not (isinstance(content, dict)
+          and isinstance(content.get("settings"), dict)
+          and isinstance(content.get("cells"), dict)):
+    raise ValueError(f"{path} is not a horizon search's (no settings or "
+                     "cells)")
+  results_lib.check_format(content, path, os.path.dirname(path))
+  problem = search_problem(content)
+  if problem:
+    raise ValueError(f"{path} is not a horizon search's: {problem}")
+  return {**content, "cells": {
+      cell: {**entry, "evaluations": [
+          {**e, "statuses": [Status(s) for s in e["statuses"]]}
+          for e in entry["evaluations"]]}
+      for cell, entry in content["cells"].items()}}
+
+
+def _earlier_cells(json_path: str, config: HorizonConfig,
+                   overwrite: bool = False) -> dict:
   """The cells an earlier search in this directory found and this one does
   not search again, so that ``horizon.json`` keeps them: those searched with
   the same settings (a directory's runs all share the training settings;
-  the seeds and range of lengths may differ)."""
-  earlier = results_lib.read_json_or_move_aside(json_path)
-  if not isinstance(earlier, dict) or not isinstance(earlier.get("cells"),
-                                                     dict):
+  the seeds and range of lengths may differ). A ``horizon.json`` that is not
+  a search's is moved aside (one warning); one of another format is a
+  :class:`results.FormatError`, unless ``overwrite`` replaces it."""
+  try:
+    earlier = read_search(json_path)
+  except FileNotFoundError:
+    return {}
+  except results_lib.FormatError:
+    if overwrite:
+      return {}
+    raise
+  except ValueError as error:
+    moved = io.move_aside(json_path)
+    logging.warning("%s, moved to %s", error, moved)
     return {}
   others = {cell: entry for cell, entry in earlier["cells"].items()
             if cell not in config.cells}
-  if others and _with_defaults(earlier.get("settings")) != config.settings():
+  if others and earlier["settings"] != config.settings():
     logging.warning(
         "%s: not kept in horizon.json: %s, searched with other settings; "
         "search again with these to include them (their runs are reused)",
         json_path, ", ".join(others))
     return {}
   return others
-
-
-def _with_defaults(settings: Any) -> Any:
-  """Search settings as this version records them: one written before
-  ``resolution`` existed searched exactly (1)."""
-  if not isinstance(settings, dict):
-    return settings
-  return {"resolution": 1, **settings}
 
 
 def run_horizon(config: HorizonConfig, results_dir: str,
@@ -247,8 +341,9 @@ def run_horizon(config: HorizonConfig, results_dir: str,
   go on; the runs it had finished are kept for the rerun.
   """
   json_path = os.path.join(results_dir, "horizon.json")
-  content = {"settings": config.settings(),
-             "cells": _earlier_cells(json_path, config)}
+  content = {"format_version": results_lib.FORMAT_VERSION,
+             "settings": config.settings(),
+             "cells": _earlier_cells(json_path, config, overwrite)}
   progress = progress_lib.Progress(title="horizon search")
   with runner.open_results(
       results_dir, config.base, "a horizon search", overwrite,
@@ -346,9 +441,9 @@ class _Searches:
         time.sleep(WAIT_POLL_SECONDS)
       records.update(self._train(missing))
     for run in runs:
-      status = (records.get(run) or {}).get("status", "")
-      if status.startswith("error"):  # Not a result: the search stops.
-        raise RunFailed(f"{run.name}: {status.removeprefix('error: ')}")
+      status = records[run]["status"]  # Every seed has a record by now.
+      if status.kind is Kind.ERROR:  # Not a result: the search stops.
+        raise RunFailed(f"{run.name}: {status.message}")
     return [records.get(run) for run in runs]
 
   def _train(self, runs: list[Run]) -> dict[Run, dict]:

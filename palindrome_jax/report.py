@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from palindrome_jax.results import finite_mean
+from palindrome_jax.status import Kind, Status
 
 MISSING = "–"
 
@@ -85,9 +86,10 @@ def accuracy_entry(runs: list[dict]) -> str:
   if not runs:
     return MISSING
   ok = [100 * r["test_accuracy"] for r in runs
-        if r["status"] == "ok" and _number(r.get("test_accuracy")) is not None]
-  diverged = sum(r["status"].startswith("diverged") for r in runs)
-  failed = sum(r["status"].startswith("error") for r in runs)
+        if r["status"].kind is Kind.OK
+        and _number(r.get("test_accuracy")) is not None]
+  diverged = sum(r["status"].kind is Kind.DIVERGED for r in runs)
+  failed = sum(r["status"].kind is Kind.ERROR for r in runs)
   parts = []
   if ok:
     mean = float(np.mean(ok))
@@ -104,11 +106,12 @@ def accuracy_entry(runs: list[dict]) -> str:
 
 def steps_entry(runs: list[dict]) -> str:
   """Seeds solved, and the median steps to solve of those that did."""
-  runs = [r for r in runs if not r["status"].startswith("error")]
+  runs = [r for r in runs if r["status"].kind is not Kind.ERROR]
   if not runs:
     return MISSING
   steps = [r["steps_to_solve"] for r in runs
-           if r.get("steps_to_solve") is not None and r["status"] == "ok"]
+           if r.get("steps_to_solve") is not None
+           and r["status"].kind is Kind.OK]
   text = f"{len(steps)}/{len(runs)}"
   if steps:
     text += f" ({int(np.median(steps))})"
@@ -138,14 +141,10 @@ def _machine(trained_on: dict[str, str]) -> str:
 def _where_trained(rows: list[dict], config: dict[str, Any]) -> str:
   """Where the runs trained, from their records; several machines are
   named with their run counts, as their float32 numbers differ."""
-  machines = collections.Counter(_machine(r["trained_on"]) for r in rows
-                                 if isinstance(r.get("trained_on"), dict))
+  machines = collections.Counter(_machine(r["trained_on"]) for r in rows)
   devices = f"{len(config.get('devices', []))} device(s)"
-  if not machines:  # Records from before runs said where they trained.
-    return (f"JAX {config.get('jax_version', '?')} on "
-            f"{config.get('backend', '?')} ({devices}).")
-  if len(machines) == 1:
-    return f"{next(iter(machines))}, {devices}."
+  if len(machines) <= 1:
+    return ", ".join([*machines, devices]) + "."
   return ("Trained on several machines, whose float32 rounding differs: "
           + "; ".join(f"{m}: {n} run{'s' if n > 1 else ''}"
                       for m, n in sorted(machines.items())) + ".")
@@ -192,7 +191,7 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
                      seconds(r.get("wall_seconds")),
                      number(r.get("compile_seconds"), ".1f")]
                     for r in rows]), ""]
-  problems = [r for r in rows if r["status"] != "ok"]
+  problems = [r for r in rows if r["status"].kind is not Kind.OK]
   if problems:
     lines += ["## Diverged or failed", ""]
     lines += [f"- {r['cell']} N={r['length']} seed {r['seed']}: {r['status']}"
@@ -219,7 +218,7 @@ def first_fail(found: Optional[int], failed: Sequence[int]) -> Optional[int]:
 def tried_text(e: dict) -> str:
   """One length tried: seeds solved, their median steps to solve, and
   whether it passed (``40: 2/3 (1200) ✗``)."""
-  solved_steps = [s for s in e.get("steps_to_solve", []) if s is not None]
+  solved_steps = [s for s in e["steps_to_solve"] if s is not None]
   median = (f" ({int(np.median(solved_steps))})" if solved_steps else "")
   return (f"{e['length']}: {sum(e['solved'])}/{len(e['solved'])}{median} "
           f"{'✓' if e['passed'] else '✗'}")
@@ -261,7 +260,7 @@ def horizon_table(content: dict) -> str:
   settings = content["settings"]
   seeds = settings["seeds"]
   steps = settings["training"]["train_steps"]
-  confirm = settings["training"].get("confirm_batches", 0)
+  confirm = settings["training"]["confirm_batches"]
   lines = [
       f"Memory horizon: the largest N that every one of {len(seeds)} "
       f"seed{'s' * (len(seeds) > 1)} solves (a solve check ≥ "
@@ -307,7 +306,7 @@ def horizon_report(content: dict) -> str:
 def usable_seeds(per_seed: list[dict]) -> list[dict]:
   """The seeds a gradient profile averages: those that trained ok (all, if
   none did)."""
-  return [s for s in per_seed if s["status"] == "ok"] or per_seed
+  return [s for s in per_seed if s["status"] == Status.OK] or per_seed
 
 
 def mean_test_accuracy(profile: dict) -> float:

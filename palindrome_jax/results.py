@@ -16,9 +16,13 @@ What it promises:
 - **Never mixed.** Each run records the settings it trained with; a run is
   reused only when they equal the current ones. A directory that holds runs
   of other settings is refused (with what differs) unless ``overwrite``.
+- **One format.** ``config.json`` and every record say their format
+  (:data:`FORMAT_VERSION`); a directory of an older one is refused, naming
+  the command that migrates it once (:mod:`palindrome_jax.migrate`).
 - **Never blocked.** A file that cannot be read (truncated by a crash, a
-  full disk) is moved aside to ``*.corrupt`` with one warning naming it, and
-  what it held is trained again.
+  full disk), or a record that is not one (a field missing or of the wrong
+  type, :func:`record_problem`), is moved aside to ``*.corrupt`` with one
+  warning naming it (and the field), and what it held is trained again.
 - **Never twice.** Processes that share the directory (several identical
   sweeps, or the processes of one multi-process sweep) claim each run with a
   lock file before training it and skip runs claimed by another; a sweep
@@ -32,8 +36,9 @@ import fcntl
 import json
 import math
 import os
+import shlex
 import shutil
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import logging
 import flax.serialization
@@ -42,9 +47,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from palindrome_jax import files as io
+from palindrome_jax.status import Kind, Status
 
-# A run's result row; ``runs/*.json`` also holds its history, its settings
-# and where it trained (``trained_on``).
+# The format of config.json, of every run record and of a horizon search's
+# horizon.json. 1: before the format had a number (a record left out the
+# settings added after it was written); 2: every setting recorded, and the
+# version. Reading another is a FormatError.
+FORMAT_VERSION = 2
+
+# A run's result row; ``runs/*.json`` also holds its format, its history,
+# its settings and where it trained (``trained_on``): RECORD_SCHEMA.
 ROW_FIELDS = ("cell", "length", "seed", "status", "test_accuracy", "test_loss",
               "steps_to_solve", "final_train_loss", "final_train_accuracy",
               "train_steps", "wall_seconds", "compile_seconds",
@@ -80,6 +92,130 @@ class Run:
 
 class SettingsMismatchError(ValueError):
   """The directory holds results made with other training settings."""
+
+
+class FormatError(SettingsMismatchError):
+  """A results file in another format than :data:`FORMAT_VERSION`: refused,
+  as results of other settings are, until it is migrated."""
+
+
+def migrate_command(root: str) -> str:
+  """The command that migrates the results directory ``root`` once."""
+  return f"python -m experiments.migrate --results_dir={shlex.quote(root)}"
+
+
+def check_format(content: Any, path: str, root: str) -> None:
+  """Raises :class:`FormatError` if ``content``, read from ``path`` in the
+  results directory ``root``, is a file of another format (one without a
+  version is of format 1). A version that is not an integer is left to the
+  file's schema (:func:`record_problem`): the file is damaged."""
+  if not isinstance(content, dict):
+    return
+  version = content.get("format_version", 1)
+  if not is_int(version) or version == FORMAT_VERSION:
+    return
+  if version < FORMAT_VERSION:
+    raise FormatError(
+        f"{path} is in results format {version}, which this version no "
+        f"longer reads (it reads {FORMAT_VERSION}); migrate the directory "
+        f"once with: {migrate_command(root)}")
+  raise FormatError(
+      f"{path} is in results format {version}, newer than this version's "
+      f"({FORMAT_VERSION}); read it with a newer palindrome_jax")
+
+
+# Schemas: what each field of a results file must hold, as ``{field: (what
+# it is, in words; a check)}``.
+Schema = dict[str, tuple[str, Callable[[Any], bool]]]
+
+
+def is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def or_null(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
+  """``valid``, or null: JSON's spelling of a NaN too (what a run that
+  failed or diverged has for its accuracy)."""
+  return lambda value: value is None or valid(value)
+
+
+def list_of(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
+  return lambda value: isinstance(value, list) and all(map(valid, value))
+
+
+def is_status(value: Any, kinds: Sequence[Kind] = tuple(Kind)) -> bool:
+  """Whether ``value`` is a status (:class:`Status`) of one of ``kinds``."""
+  try:
+    return Status(value).kind in kinds
+  except ValueError:
+    return False
+
+
+def schema_problem(value: Any, schema: Schema, where: str = "",
+                   optional: Sequence[str] = ()) -> Optional[str]:
+  """The first field of ``value`` that ``schema`` refuses, named with its
+  place (``where``: ``cells.lstm.``) and what it holds; None if none is."""
+  if not isinstance(value, dict):
+    return f"{where.rstrip('.') or 'it'} is not an object"
+  for field, (what, valid) in schema.items():
+    if field not in value:
+      if field not in optional:
+        return f"{where}{field} is missing"
+    elif not valid(value[field]):
+      return f"{where}{field} is not {what}: {_short(value[field])}"
+  return None
+
+
+def _short(value: Any) -> str:
+  text = repr(value)
+  return text if len(text) <= 40 else text[:37] + "..."
+
+
+# A run record (format 2).
+RECORD_SCHEMA: Schema = {
+    "format_version": ("an integer", is_int),
+    "cell": ("a string", lambda v: isinstance(v, str)),
+    "length": ("an integer", is_int),
+    "seed": ("an integer", is_int),
+    "status": ("a run's status (ok, diverged at step N, error: ...)",
+               lambda v: is_status(v, (Kind.OK, Kind.DIVERGED, Kind.ERROR))),
+    **{field: ("a number or null", or_null(is_number)) for field in (
+        "test_accuracy", "test_loss", "final_train_loss",
+        "final_train_accuracy", "wall_seconds", "compile_seconds",
+        "steps_per_second", "num_params")},
+    **{field: ("an integer or null", or_null(is_int))
+       for field in ("steps_to_solve", "train_steps")},
+    "seeds_in_program": ("an integer", is_int),
+    "history": ("an object of lists", lambda v: isinstance(v, dict) and all(
+        isinstance(x, list) for x in v.values())),
+    "settings": ("an object", lambda v: isinstance(v, dict)),
+    "trained_on": ("an object", lambda v: isinstance(v, dict)),
+}
+# What a run that ended ok must have measured (finite parameters always
+# give an accuracy; a loss may overflow).
+OK_MEASURES = ("test_accuracy",)
+
+
+def record_problem(record: Any) -> Optional[str]:
+  """What makes ``record`` not a run record of this format, naming the
+  field (``test_accuracy is not a number or null: 'abc'``); None if it is
+  one."""
+  if not isinstance(record, dict):
+    return f"a JSON {type(record).__name__}, not an object"
+  problem = schema_problem(record, RECORD_SCHEMA)
+  if problem:
+    return problem
+  if record["format_version"] != FORMAT_VERSION:
+    return f"format_version is {record['format_version']}"
+  if Status(record["status"]).kind is Kind.OK:
+    for field in OK_MEASURES:
+      if record[field] is None:
+        return f"{field} is null in a run that ended ok"
+  return None
 
 
 class BusyError(RuntimeError):
@@ -119,23 +255,13 @@ class ResultsDir:
   """
 
   def __init__(self, root: str, settings: dict[str, Any],
-               what: str = "a sweep",
-               defaults: Optional[dict[str, Any]] = None):
+               what: str = "a sweep"):
     self.root = root
     self.settings = jsonable(settings)
     self.what = what
-    # A setting added in a later version reads, in older records, as what
-    # those runs trained with (config.absent_settings()).
-    self.defaults = jsonable(defaults or {})
-
-  def _differing(self, other: dict) -> list[str]:
-    return differing({**self.defaults, **other},
-                     {**self.defaults, **self.settings})
 
   def same_settings(self, other: Optional[dict]) -> bool:
-    if not isinstance(other, dict):
-      return False
-    return {**self.defaults, **other} == {**self.defaults, **self.settings}
+    return other == self.settings
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.root, *parts)
@@ -169,9 +295,10 @@ class ResultsDir:
     """Holds the directory for the ``with`` block.
 
     Refuses (:class:`SettingsMismatchError`) a directory whose runs were
-    trained with other settings, unless ``overwrite``: then they are removed,
-    which is refused (:class:`BusyError`) while another process uses it.
-    ``config`` (cells, lengths, seeds, ...) is merged into ``config.json``.
+    trained with other settings, or (:class:`FormatError`) one of another
+    format, unless ``overwrite``: then they are removed, which is refused
+    (:class:`BusyError`) while another process uses it. ``config`` (cells,
+    lengths, seeds, ...) is merged into ``config.json``.
     """
     os.makedirs(self.root, exist_ok=True)
     # Held shared for the whole block by every process using the directory.
@@ -181,12 +308,17 @@ class ResultsDir:
       # processes that start at once cannot both find the directory empty.
       with open(self.path(".settings.lock"), "a+") as settings_lock:
         fcntl.flock(settings_lock, fcntl.LOCK_EX)
-        previous = self._previous_settings()
+        try:
+          previous = self._previous_settings()
+        except FormatError:
+          if not overwrite:
+            raise
+          previous = {}  # Replaced, as results of other settings are.
         if previous is not None and not self.same_settings(previous):
           if not overwrite:
             raise SettingsMismatchError(
                 f"{self.root} holds {self.what} with other settings "
-                f"({', '.join(self._differing(previous))}); use "
+                f"({', '.join(differing(previous, self.settings))}); use "
                 "--overwrite to replace it, or another --results_dir")
           try:  # Only when no other process has the directory open.
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -202,13 +334,28 @@ class ResultsDir:
       lock.close()
 
   def _previous_settings(self) -> Optional[dict]:
-    config = read_json_or_move_aside(self.path("config.json"))
-    if isinstance(config, dict) and "training_settings" in config:
+    config = self._read_config()
+    if config is not None:
       return config["training_settings"]
     for record in self._records():  # config.json lost: the runs still say.
-      if not self.same_settings(record.get("settings")):
-        return record.get("settings") or {}
+      if not self.same_settings(record["settings"]):
+        return record["settings"]
     return None
+
+  def _read_config(self) -> Optional[dict]:
+    """``config.json``; None if absent or damaged (then moved aside)."""
+    path = self.path("config.json")
+    config = read_json_or_move_aside(path)
+    check_format(config, path, self.root)
+    if config is None:
+      return None
+    if not (isinstance(config, dict)
+            and config.get("format_version") == FORMAT_VERSION
+            and isinstance(config.get("training_settings"), dict)):
+      _move_aside(path, "no training_settings object or format_version",
+                  "a results directory's config")
+      return None
+    return config
 
   def _remove_runs(self) -> None:
     """Removes the runs of other settings (the caller holds the directory
@@ -219,8 +366,8 @@ class ResultsDir:
       os.remove(self.path("config.json"))
 
   def _write_config(self, config: dict[str, Any]) -> None:
-    previous = read_json_or_move_aside(self.path("config.json")) or {}
-    merged = dict(previous)
+    previous = self._read_config() or {}
+    merged = {"format_version": FORMAT_VERSION, **previous}
     for key, value in config.items():
       if isinstance(value, (list, tuple)) and isinstance(previous.get(key),
                                                          list):
@@ -237,17 +384,33 @@ class ResultsDir:
 
   def finished(self, run: Run) -> Optional[dict]:
     """The record of ``run`` if it finished (ok or diverged) with these
-    settings; None if it must train (absent, failed, or unreadable)."""
-    record = read_json_or_move_aside(self.run_file(run))
-    if not isinstance(record, dict) or "status" not in record:
-      if record is not None:  # Valid JSON, not a record: set aside too.
-        io.move_aside(self.run_file(run))
+    settings; None if it must train (absent, failed, unreadable, or not a
+    record: then moved aside)."""
+    record = self._read_record(self.run_file(run))
+    if record is None or record["status"].kind is Kind.ERROR:
       return None
-    if record["status"].startswith("error"):
-      return None
-    if not self.same_settings(record.get("settings")):
+    if not self.same_settings(record["settings"]):
       return None
     return record
+
+  def _read_record(self, path: str) -> Optional[dict]:
+    """The run record in ``path`` (of this format: else FormatError), its
+    status parsed; None if absent, or unreadable or not a record: then moved
+    aside with one warning naming the file and the field."""
+    record = read_json_or_move_aside(path)
+    check_format(record, path, self.root)
+    if record is None:
+      return None
+    problem = record_problem(record)
+    if problem is None and Run(record["cell"], record["length"],
+                               record["seed"]).name + ".json" != (
+                                   os.path.basename(path)):
+      problem = (f"it holds {record['cell']} N={record['length']} seed "
+                 f"{record['seed']}")
+    if problem is not None:
+      _move_aside(path, problem)
+      return None
+    return {**record, "status": Status(record["status"])}
 
   @contextlib.contextmanager
   def claim(self, run: Run) -> Iterator[bool]:
@@ -271,16 +434,20 @@ class ResultsDir:
     with self.claim(run) as mine:
       return not mine
 
-  def save_run(self, run: Run, row: dict[str, Any], params: Any) -> None:
+  def save_run(self, run: Run, row: dict[str, Any], params: Any) -> dict:
     """Writes the parameters, then the record that marks the run finished:
-    if either write fails, the run counts as not trained. The record says
-    where it trained (:func:`trained_on`)."""
+    if either write fails, the run counts as not trained. The record (it is
+    returned) is ``row`` with the format, the settings and where the run
+    trained (:func:`trained_on`)."""
+    record = {"format_version": FORMAT_VERSION, **row,
+              "status": Status(row["status"]), "settings": self.settings,
+              "trained_on": trained_on()}
     if params is not None:
       io.atomic_write_bytes(self.params_file(run),
                             flax.serialization.msgpack_serialize(params))
-    io.write_json(self.run_file(run), {**row, "settings": self.settings,
-                                       "trained_on": trained_on()})
+    io.write_json(self.run_file(run), record)
     self.remove_checkpoint((run,))
+    return record
 
   def _records(self) -> list[dict]:
     runs_dir = self.path("runs")
@@ -289,15 +456,15 @@ class ResultsDir:
     records = []
     for name in sorted(os.listdir(runs_dir)):
       if name.endswith(".json") and not name.startswith("."):
-        record = read_json_or_move_aside(os.path.join(runs_dir, name))
-        if isinstance(record, dict) and "cell" in record:
+        record = self._read_record(os.path.join(runs_dir, name))
+        if record is not None:
           records.append(record)
     return records
 
   def all_runs(self) -> list[dict]:
     """Every run recorded here with these settings, sorted."""
     records = [r for r in self._records()
-               if self.same_settings(r.get("settings"))]
+               if self.same_settings(r["settings"])]
     return sorted(records, key=lambda r: (r["cell"], r["length"], r["seed"]))
 
   def load_params(self, run: Run) -> Any:
@@ -307,12 +474,20 @@ class ResultsDir:
                           flax.serialization.msgpack_restore(f.read()))
 
 
+def _move_aside(path: str, problem: str, what: str = "a run record") -> None:
+  """Moves a file that is valid JSON but not ``what`` aside, with one
+  warning naming it and its ``problem``."""
+  moved = io.move_aside(path)
+  logging.warning("%s is not %s (%s), moved to %s", path, what, problem,
+                  moved)
+
+
 def error_row(run: Run, error: BaseException) -> dict[str, Any]:
   """The record of a run that raised: its status names the error."""
-  message = f"{type(error).__name__}: {error}".splitlines()[0]
   row = {field: math.nan for field in ROW_FIELDS}
   row.update(cell=run.cell, length=run.length, seed=run.seed,
-             status=f"error: {message}", train_steps=0, steps_to_solve=None,
+             status=Status.error(f"{type(error).__name__}: {error}"),
+             train_steps=0, steps_to_solve=None,
              seeds_in_program=1,
              history={"step": [], "loss": [], "accuracy": []})
   return row
@@ -336,7 +511,6 @@ def status_counts(rows: list[dict]) -> dict[str, int]:
   """How many runs are ok, diverged, failed."""
   counts = {"ok": 0, "diverged": 0, "failed": 0}
   for row in rows:
-    status = row["status"]
-    counts["ok" if status == "ok" else
-           "diverged" if status.startswith("diverged") else "failed"] += 1
+    counts[{Kind.OK: "ok", Kind.DIVERGED: "diverged"}.get(
+        row["status"].kind, "failed")] += 1
   return counts

@@ -28,13 +28,13 @@ from absl import logging
 import jax
 import numpy as np
 
-from palindrome_jax import config as config_lib
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import progress as progress_lib
 from palindrome_jax import report
 from palindrome_jax import results as results_lib
 from palindrome_jax import train
 from palindrome_jax.results import Run
+from palindrome_jax.status import Status
 
 TrainFn = Callable[..., train.GroupResult]
 Program = tuple[Run, ...]  # Runs that train as one compiled program.
@@ -119,8 +119,7 @@ def open_results(
   ``config``) and yields it with a pool of ``devices`` (default: every local
   device)."""
   results = results_lib.ResultsDir(results_dir, base.training_settings(),
-                                   what=what,
-                                   defaults=config_lib.absent_settings())
+                                   what=what)
   pool = devices_lib.DevicePool(devices or jax.local_devices())
   with results.open(overwrite, config=config):
     yield results, pool
@@ -339,7 +338,7 @@ class _Trainer:
     """Saves ``run``; a failure to write is logged and counted, and leaves
     the run without a record."""
     try:
-      self.results.save_run(run, row, params)
+      record = self.results.save_run(run, row, params)
     except OSError as error:
       message = (f"cannot save {run.name}: {error.strerror or error} "
                  f"({error.filename or self.results.root})")
@@ -348,8 +347,8 @@ class _Trainer:
         self.outcome.write_errors.append(message)
       return
     with self.lock:
-      self.records[run] = {**row, "settings": self.results.settings}
-      self.outcome.new_rows.append(row)
+      self.records[run] = record
+      self.outcome.new_rows.append(record)
 
 
 def _on_log(run_progress: progress_lib.RunProgress) -> Callable[[dict], None]:
@@ -365,7 +364,7 @@ def _row(program: train.GroupResult, seed_result: train.SeedResult,
   cfg = program.config
   return {
       "cell": cfg.cell, "length": cfg.length, "seed": seed_result.seed,
-      "status": seed_result.status,
+      "status": Status(seed_result.status),
       "test_accuracy": seed_result.test_accuracy,
       "test_loss": seed_result.test_loss,
       "steps_to_solve": seed_result.steps_to_solve,

@@ -29,6 +29,8 @@ from palindrome_jax.config import OPTIMIZERS, RunConfig
 from palindrome_jax import data
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import model
+from palindrome_jax.status import Status
+
 
 class TrainState(train_state.TrainState):
   """Flax's TrainState (step, params, opt_state, tx) plus the run's data key."""
@@ -220,7 +222,7 @@ class SeedResult:
   """
 
   seed: int
-  status: str
+  status: Status
   test_accuracy: float
   test_loss: float
   final_train_loss: float
@@ -421,11 +423,11 @@ def _seed_results(loop: Loop, evaluation: dict[str, Any], params: Any,
   results = []
   for i, seed in enumerate(seeds):
     if loop.diverged_at[i] is not None:
-      status = f"diverged at step {loop.diverged_at[i]}"
+      status = Status.diverged(loop.diverged_at[i])
       last_step = loop.stopped_at[i] or _chunk_end(loop.history["step"],
                                                    loop.diverged_at[i])
     else:
-      status = "ok"
+      status = Status.OK
       last_step = loop.solved_at[i] if cfg.stop_when_solved else None
     own = _seed_history(loop, i, last_step)
     results.append(SeedResult(

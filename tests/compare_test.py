@@ -11,6 +11,7 @@ import pytest
 from palindrome_jax import compare
 from palindrome_jax import horizon
 from palindrome_jax import plots
+from palindrome_jax import results
 from palindrome_jax import train
 from tests.horizon_test import FakeTrainer
 
@@ -72,6 +73,36 @@ def test_cells_and_labels_choose_and_name_the_recipes(searches):
   assert error.value.about == "labels"
   with pytest.raises(compare.CompareError, match="no search has cells"):
     compare.recipes(_load(*searches), cells={"gru"})
+
+
+def test_the_training_programs_version_names_no_recipe(searches, tmp_path):
+  # The committed searches trained with version 1 of the program: the same
+  # recipes as the defaults', rounded otherwise.
+  old = _search(tmp_path / "old", ("gru",), lambda *unused: 1.0,
+                training_program=1)
+  assert compare.load(old)["settings"]["training"]["training_program"] == 1
+  (recipe,) = compare.recipes(_load(old))
+  assert recipe.label == "gru"
+  assert recipe.changes == {} and recipe.protocol == {"eval_every": 10}
+
+
+def test_a_search_of_an_older_format_or_the_wrong_shape_is_one_error(
+    searches, tmp_path):
+  content = compare.load(searches[0])
+  (tmp_path / "old").mkdir()
+  old = {k: v for k, v in content.items() if k != "format_version"}
+  (tmp_path / "old" / "horizon.json").write_text(json.dumps(old))
+  with pytest.raises(results.FormatError, match=(
+      "results format 1.*: python -m experiments.migrate "
+      f"--results_dir={tmp_path}/old$")):
+    compare.load(str(tmp_path / "old"))
+  (tmp_path / "typo").mkdir()
+  content["cells"]["rnn"]["evaluations"][0]["seeds"] = "0,1,2"
+  (tmp_path / "typo" / "horizon.json").write_text(json.dumps(content))
+  with pytest.raises(ValueError, match=r"horizon.json is not a horizon "
+                     r"search's: cells.rnn.evaluations\[0\].seeds is not a "
+                     "list of integers"):
+    compare.load(str(tmp_path / "typo"))
 
 
 def test_one_recipe_twice_is_refused(searches):
@@ -158,9 +189,14 @@ def test_the_command_line_compares_and_refuses_in_one_line(searches,
   # The search's file instead of its directory; a damaged horizon.json.
   (tmp_path / "bad").mkdir()
   (tmp_path / "bad" / "horizon.json").write_text('{"cells": {}}')
+  (tmp_path / "old").mkdir()  # Of a format before the format had a number.
+  (tmp_path / "old" / "horizon.json").write_text(
+      '{"settings": {}, "cells": {}}')
   for given, problem in [
       (f"{searches[0]}/horizon.json", "holds no horizon search"),
-      (f"{tmp_path}/bad", "horizon.json is not a horizon search's")]:
+      (f"{tmp_path}/bad", "horizon.json is not a horizon search's"),
+      (f"{tmp_path}/old", "migrate the directory once with: python -m "
+       f"experiments.migrate --results_dir={tmp_path}/old")]:
     code, stdout, stderr = _compare(f"--dirs={searches[0]},{given}",
                                     f"--results_dir={out}")
     assert code == 2 and not stdout

@@ -43,7 +43,10 @@ def test_a_bad_value_names_its_field(field, value, problem):
 
 def test_every_field_has_help_and_a_role():
   for field in dataclasses.fields(config.RunConfig):
-    assert field.metadata["help"].strip(), field.name
+    if field.name == "training_program":  # The code's version: no flag.
+      assert field.metadata["help"] is None
+    else:
+      assert field.metadata["help"].strip(), field.name
     assert isinstance(field.metadata["static"], bool), field.name
 
 

@@ -1,8 +1,10 @@
 """The horizon search with a fake trainer, and one tiny real run of the tool."""
 
 import contextlib
+import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,6 +16,7 @@ from palindrome_jax import horizon
 from palindrome_jax import files as io
 from palindrome_jax import results
 from palindrome_jax import train
+from palindrome_jax.status import Kind, Status
 from tests.runner_test import fail_to_save
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +36,8 @@ class FakeTrainer:
     for seed in seeds:
       acc = self.accuracy(cfg.cell, cfg.length, seed)
       results.append(train.SeedResult(
-          seed=seed, status="ok" if math.isfinite(acc) else "diverged at 3",
+          seed=seed,
+          status="ok" if math.isfinite(acc) else "diverged at step 3",
           test_accuracy=acc, test_loss=0.0, final_train_loss=0.0,
           final_train_accuracy=acc, history={},
           steps_to_solve=cfg.eval_every if acc >= cfg.solved_accuracy
@@ -213,18 +217,66 @@ def test_a_search_of_other_cells_keeps_the_earlier_ones_in_the_report(
   assert list(content["cells"]) == ["gru"]
 
 
-def test_earlier_cells_from_before_the_resolution_setting_are_kept(tmp_path):
-  # A horizon.json written before --resolution existed searched exactly.
+def test_an_earlier_search_of_an_older_format_is_refused_naming_the_migration(
+    tmp_path):
   trainer = FakeTrainer(lambda cell, n, seed: 1.0 if n <= 9 else 0.1)
   horizon.run_horizon(config(cells=("rnn",)), str(tmp_path),
                       train_fn=trainer)
   path = str(tmp_path / "horizon.json")
   old = io.read_json(path)
-  del old["settings"]["resolution"]
+  del old["format_version"]  # As written before the format had a number.
   io.write_json(path, old)
+  with pytest.raises(results.FormatError,
+                     match="results format 1.*python -m experiments.migrate "
+                     f"--results_dir={tmp_path}$"):
+    horizon.run_horizon(config(cells=("gru",)), str(tmp_path),
+                        train_fn=trainer)
+  # --overwrite replaces it (the runs are of these settings: kept).
   content = horizon.run_horizon(config(cells=("gru",)), str(tmp_path),
+                                overwrite=True, train_fn=trainer)
+  assert list(content["cells"]) == ["gru"]
+
+
+@pytest.mark.parametrize("damage, field", [
+    (lambda c: c["cells"]["rnn"]["evaluations"][0].update(statuses=[7]),
+     "cells.rnn.evaluations[0].statuses"),
+    (lambda c: c["cells"]["rnn"]["evaluations"][0].update(solved=[]),
+     "cells.rnn.evaluations[0].solved has 0 entries for 1 seed(s)"),
+    (lambda c: c["settings"].update(min_length="5"), "settings.min_length"),
+    (lambda c: c["cells"]["rnn"].update(horizon="9"), "cells.rnn.horizon"),
+])
+def test_a_horizon_json_of_the_wrong_shape_is_moved_aside_naming_the_field(
+    tmp_path, caplog, damage, field):
+  trainer = FakeTrainer(up_to(9))
+  horizon.run_horizon(config(cells=("rnn",)), str(tmp_path),
+                      train_fn=trainer)
+  path = str(tmp_path / "horizon.json")
+  content = io.read_json(path)
+  damage(content)
+  io.write_json(path, content)
+  with pytest.raises(ValueError, match=re.escape(field)):
+    horizon.read_search(path)
+  trainer.calls.clear()
+  with caplog.at_level(logging.WARNING):
+    again = horizon.run_horizon(config(cells=("gru",)), str(tmp_path),
                                 train_fn=trainer)
-  assert sorted(content["cells"]) == ["gru", "rnn"]
+  # Set aside with one line naming it and the field; the new search goes on.
+  assert list(again["cells"]) == ["gru"]
+  assert os.path.exists(path + ".corrupt")
+  (warning,) = [r.getMessage() for r in caplog.records
+                if r.levelno >= logging.WARNING]
+  assert path in warning and field in warning
+
+
+def test_a_search_read_back_has_its_statuses_parsed(tmp_path):
+  trainer = FakeTrainer(lambda cell, n, seed: math.nan if n > 5 else 1.0)
+  horizon.run_horizon(config(seeds=(0,)), str(tmp_path), train_fn=trainer)
+  content = horizon.read_search(str(tmp_path / "horizon.json"))
+  statuses = [e["statuses"][0] for e in content["cells"]["rnn"]["evaluations"]]
+  assert statuses == ["ok", "diverged at step 3", "diverged at step 3",
+                      "diverged at step 3"]  # N = 5, 6, 7, 10.
+  assert [(s.kind, s.step) for s in statuses[:2]] == [(Kind.OK, None),
+                                                      (Kind.DIVERGED, 3)]
 
 
 def test_a_failing_cell_does_not_stop_the_others(tmp_path):
@@ -285,7 +337,7 @@ def test_a_length_is_solved_by_the_confirmed_check_not_the_final_test():
   # (noise around a bar it had just crossed): solved. Seed 2 scored 100% on
   # the test but never passed a check: not solved.
   def record(seed, accuracy, steps_to_solve):
-    return {"seed": seed, "status": "ok", "test_accuracy": accuracy,
+    return {"seed": seed, "status": Status.OK, "test_accuracy": accuracy,
             "steps_to_solve": steps_to_solve, "train_steps": 1000}
   both = horizon.length_record(
       70, [record(0, 1.0, 500), record(1, 0.9898, 1000)])
@@ -294,7 +346,7 @@ def test_a_length_is_solved_by_the_confirmed_check_not_the_final_test():
       70, [record(0, 1.0, 500), record(2, 1.0, None)])
   assert unchecked["solved"] == [True, False] and not unchecked["passed"]
   diverged = horizon.length_record(
-      70, [dict(record(0, 0.1, 500), status="diverged at step 600")])
+      70, [dict(record(0, 0.1, 500), status=Status.diverged(600))])
   assert diverged["solved"] == [False]
 
 
@@ -337,15 +389,16 @@ def test_a_seed_in_another_process_is_awaited_not_failed(
   cfg = config(seeds=(0, 1), min_length=5, max_length=5)
   directory = str(tmp_path / "h")
   run = results.Run("rnn", 5, 1)
-  other = results.ResultsDir(directory, cfg.base.training_settings(),
-                             defaults=config_lib.absent_settings())
+  other = results.ResultsDir(directory, cfg.base.training_settings())
   handle = _claimed_by_another_process(other, run)
   trainer = FakeTrainer(up_to(100))
 
   def other_process():
     if other_finishes:
-      row = {"cell": "rnn", "length": 5, "seed": 1, "status": "ok",
-             "test_accuracy": 0.995, "steps_to_solve": 10, "train_steps": 10}
+      row = {field: None for field in results.ROW_FIELDS}
+      row.update(cell="rnn", length=5, seed=1, status="ok",
+                 test_accuracy=0.995, test_loss=0.1, steps_to_solve=10,
+                 train_steps=10, seeds_in_program=1, history={})
       other.save_run(run, row, None)
     handle.close()  # Releases the claim.
 

@@ -6,6 +6,10 @@ import math
 import pytest
 
 from palindrome_jax import report
+from palindrome_jax.status import Status
+
+CPU = {"jax": "0.10.2", "backend": "cpu", "device_kind": "cpu",
+       "matmul_precision": "default"}
 
 
 def test_missing_and_non_finite_values_print_alike():
@@ -19,10 +23,11 @@ def test_missing_and_non_finite_values_print_alike():
 
 
 def _row(cell, n, seed, status="ok", acc=1.0, steps=500):
-  return {"cell": cell, "length": n, "seed": seed, "status": status,
+  """A run's record as the results directory reads it (its status parsed)."""
+  return {"cell": cell, "length": n, "seed": seed, "status": Status(status),
           "test_accuracy": acc, "steps_to_solve": steps, "train_steps": 1000,
           "wall_seconds": 12.0, "compile_seconds": 1.0,
-          "steps_per_second": 80.0}
+          "steps_per_second": 80.0, "trained_on": CPU}
 
 
 def test_entries_count_diverged_and_failed_apart():
@@ -145,7 +150,7 @@ def test_the_gradient_table_reads_the_mean_of_the_seeds_that_trained_ok():
 
 def test_the_evaluation_table_has_a_column_per_test_length():
   rows = [{"cell": "rnn", "seed": 1, "trained_length": 5, "test_length": n,
-           "status": "ok", "test_accuracy": acc}
+           "status": Status.OK, "test_accuracy": acc}
           for n, acc in [(5, 1.0), (8, 0.25)]]
   rows.append({"cell": "gru", "seed": 1, "trained_length": 5,
                "test_length": None, "status": "error: gone"})

@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import logging
 import os
+import shutil
 
 import jax
 import pytest
@@ -17,6 +18,7 @@ from palindrome_jax import results
 from palindrome_jax import sweep
 from palindrome_jax import train
 from palindrome_jax.results import Run
+from palindrome_jax.status import Kind, Status
 
 TINY = train.RunConfig(batch_size=8, num_hidden=8, train_steps=40,
                        log_every=20, eval_batches=2)
@@ -82,15 +84,96 @@ def test_runs_record_their_settings_so_a_lost_config_mixes_nothing(tmp_path):
   assert {r["train_steps"] for r in rows} == {60}
 
 
-def test_a_setting_added_later_keeps_older_runs_reusable(tmp_path):
+def test_a_record_of_an_older_format_is_one_error_naming_the_migration(
+    tmp_path):
   sweep.run_sweep(config(), str(tmp_path))
   path = tmp_path / "runs" / "rnn_N3_seed42.json"
   record = io.read_json(path)
-  del record["settings"]["eval_every"]  # As written before the field existed.
+  del record["format_version"]  # As written before the format had a number.
   io.write_json(path, record)
   trainer = CountingTrainer()
-  sweep.run_sweep(config(), str(tmp_path), train_fn=trainer)
-  assert trainer.calls == []
+  with pytest.raises(results.FormatError) as error:
+    sweep.run_sweep(config(), str(tmp_path), train_fn=trainer)
+  assert str(error.value) == (
+      f"{path} is in results format 1, which this version no longer reads "
+      "(it reads 2); migrate the directory once with: python -m "
+      f"experiments.migrate --results_dir={tmp_path}")
+  # Refused as other settings are (the tools print it as a --results_dir
+  # error), and nothing trained.
+  assert isinstance(error.value, results.SettingsMismatchError)
+  assert trainer.calls == [] and path.exists()
+
+
+def test_a_directory_of_an_older_format_is_refused_unless_overwritten(
+    tmp_path):
+  sweep.run_sweep(config(lengths=(3,)), str(tmp_path))
+  config_json = io.read_json(tmp_path / "config.json")
+  del config_json["format_version"]
+  io.write_json(tmp_path / "config.json", config_json)
+  with pytest.raises(results.FormatError, match="config.json is in results "
+                     "format 1.*experiments.migrate"):
+    sweep.run_sweep(config(lengths=(3,)), str(tmp_path))
+  trainer = CountingTrainer()
+  sweep.run_sweep(config(lengths=(3,)), str(tmp_path), overwrite=True,
+                  train_fn=trainer)
+  assert trainer.calls == [("rnn", 3, (42,))]  # Replaced, as --overwrite says.
+  assert io.read_json(tmp_path / "config.json")["format_version"] == 2
+
+
+def test_a_record_of_a_newer_format_is_refused(tmp_path):
+  sweep.run_sweep(config(lengths=(3,)), str(tmp_path))
+  path = tmp_path / "runs" / "rnn_N3_seed42.json"
+  io.write_json(path, {**io.read_json(path), "format_version": 3})
+  with pytest.raises(results.FormatError, match="results format 3, newer "
+                     "than this version's"):
+    sweep.run_sweep(config(lengths=(3,)), str(tmp_path))
+
+
+def test_config_and_every_record_say_their_format_and_read_back_parsed(
+    tmp_path):
+  rows = sweep.run_sweep(config(), str(tmp_path)).rows
+  assert io.read_json(tmp_path / "config.json")["format_version"] == 2
+  for path in (tmp_path / "runs").iterdir():
+    record = io.read_json(path)
+    assert record["format_version"] == results.FORMAT_VERSION == 2
+    assert results.record_problem(record) is None
+  assert [(r["status"], r["status"].kind) for r in rows] == [
+      ("ok", Kind.OK)] * 2
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """A finished tiny sweep, and its rows."""
+  root = tmp_path_factory.mktemp("finished")
+  return root, sweep.run_sweep(config(), str(root)).rows
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("test_accuracy", "abc", "test_accuracy is not a number or null: 'abc'"),
+    ("length", "5", "length is not an integer: '5'"),
+    ("history", None, "history is not an object of lists: None"),
+    ("settings", "x", "settings is not an object: 'x'"),
+    ("test_accuracy", None, "test_accuracy is null in a run that ended ok"),
+    ("status", "fine", "status is not a run's status"),
+    ("seed", 43, "it holds rnn N=3 seed 43"),
+])
+def test_a_record_of_the_wrong_shape_is_moved_aside_and_only_its_run_retrains(
+    finished, tmp_path, caplog, field, value, problem):
+  root, first = finished
+  shutil.copytree(root, tmp_path / "sweep")
+  path = tmp_path / "sweep" / "runs" / "rnn_N3_seed42.json"
+  io.write_json(path, {**io.read_json(path), field: value})
+  trainer = CountingTrainer()
+  with caplog.at_level(logging.WARNING):
+    again = sweep.run_sweep(config(), str(tmp_path / "sweep"),
+                            train_fn=trainer).rows
+  assert trainer.calls == [("rnn", 3, (42,))]
+  assert _computed(again) == _computed(first)
+  assert io.read_json(str(path) + ".corrupt")[field] == value
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING]
+  assert len(warnings) == 1, warnings
+  assert str(path) in warnings[0] and problem in warnings[0]
 
 
 def test_other_settings_are_refused_while_a_sweep_runs(tmp_path):
@@ -201,36 +284,17 @@ def test_a_huge_loss_counts_as_diverged():
                             train_steps=40)
   result = train.train_and_evaluate(cfg, (0,)).seeds[0]
   assert result.status.startswith("diverged at step "), result
+  assert result.status.kind is Kind.DIVERGED and result.status.step >= 0
 
 
 def test_status_counts():
-  rows = [{"status": s} for s in ("ok", "ok", "diverged at step 3",
-                                  "error: MemoryError: x")]
+  rows = [{"status": Status(s)} for s in ("ok", "ok", "diverged at step 3",
+                                          "error: MemoryError: x")]
   assert results.status_counts(rows) == {"ok": 2, "diverged": 1, "failed": 1}
 
 
 def test_run_names():
   assert Run("lstm", 20, 42).name == "lstm_N20_seed42"
-
-
-def test_a_run_recorded_before_a_setting_existed_reads_as_its_old_value(
-    tmp_path):
-  # Runs recorded before confirm_batches existed were solve-checked without
-  # confirmation: they are reused only under --confirm_batches=0.
-  old = dataclasses.replace(TINY, confirm_batches=0)
-  sweep.run_sweep(config(base=old), str(tmp_path))
-  for path in (tmp_path / "runs").iterdir():
-    record = io.read_json(path)
-    del record["settings"]["confirm_batches"]
-    io.write_json(path, record)
-  config_json = io.read_json(tmp_path / "config.json")
-  del config_json["training_settings"]["confirm_batches"]
-  io.write_json(tmp_path / "config.json", config_json)
-  with pytest.raises(results.SettingsMismatchError, match="confirm_batches"):
-    sweep.run_sweep(config(), str(tmp_path))
-  trainer = CountingTrainer()
-  sweep.run_sweep(config(base=old), str(tmp_path), train_fn=trainer)
-  assert trainer.calls == []
 
 
 def test_each_run_records_where_it_trained_and_the_report_names_machines(

@@ -87,7 +87,7 @@ def fail_to_save(monkeypatch, seed):
   def failing_save(self, run, row, params):
     if run.seed == seed:
       raise OSError(28, "No space left on device", self.run_file(run))
-    save_run(self, run, row, params)
+    return save_run(self, run, row, params)
 
   monkeypatch.setattr(results.ResultsDir, "save_run", failing_save)
 
