@@ -15,6 +15,7 @@ from palindrome_jax import cli
 from palindrome_jax import config as config_lib
 from palindrome_jax import evaluate
 from palindrome_jax import files
+from palindrome_jax import results
 from palindrome_jax import validation
 
 COMMAND = common.command(__doc__, shared=(
@@ -35,6 +36,8 @@ def main(argv):
   results_dir = RESULTS_DIR.value
   try:
     config = evaluate.base_config(results_dir)
+  except results.FormatError as error:  # Names the migration command.
+    raise validation.FlagError("results_dir", str(error)) from None
   except (FileNotFoundError, NotADirectoryError):  # Or a file of it given.
     raise validation.FlagError("results_dir",
                                f"{results_dir!r} holds no sweep results"
@@ -61,7 +64,10 @@ def main(argv):
                   if common.FLAGS["eval_batches"].present else None)
   del config
   common.configure_devices()
-  rows = evaluate.evaluate_saved(results_dir, lengths, cells, eval_batches)
+  try:
+    rows = evaluate.evaluate_saved(results_dir, lengths, cells, eval_batches)
+  except results.FormatError as error:
+    raise validation.FlagError("results_dir", str(error)) from None
   files.write_json(os.path.join(results_dir, "evaluate.json"), rows)
   table = evaluate.table(rows)
   files.atomic_write_text(os.path.join(results_dir, "evaluate.md"), table)

@@ -10,13 +10,15 @@ from experiments import compare
 from experiments import evaluate
 from experiments import gradients
 from experiments import horizon
+from experiments import migrate
 from experiments import sweep
 from palindrome_jax import cli
 from palindrome_jax import config
 from palindrome_jax import sweep as sweep_lib
 
 # Every entrypoint imports beside the others (tests run them in one process).
-ENTRYPOINTS = (sweep, horizon, gradients, compare, evaluate, benchmark)
+ENTRYPOINTS = (sweep, horizon, gradients, compare, evaluate, benchmark,
+               migrate)
 
 
 def test_the_cells_flag_is_the_tools_cells_field():

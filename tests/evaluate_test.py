@@ -7,9 +7,11 @@ import sys
 
 import pytest
 
+from experiments import evaluate as evaluate_main
 from palindrome_jax import evaluate
 from palindrome_jax import sweep
 from palindrome_jax import train
+from palindrome_jax.status import Status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = train.RunConfig(batch_size=8, num_hidden=8, train_steps=60,
@@ -82,7 +84,7 @@ def test_evaluate_params_reproduces_the_test_accuracy_in_memory():
 
 def test_the_table_counts_diverged_seeds_apart_as_the_sweep_does():
   rows = [{"cell": "rnn", "seed": s, "trained_length": 5, "test_length": 5,
-           "status": status, "test_accuracy": acc}
+           "status": Status(status), "test_accuracy": acc}
           for s, status, acc in [(1, "ok", 1.0), (2, "ok", 0.9),
                                  (3, "diverged at step 40", 0.1)]]
   assert "| rnn | 5 | 95.00 ± 5.00 (n=2), 1 diverged |" in evaluate.table(rows)
@@ -101,3 +103,19 @@ def test_a_chrono_per_digit_sweep_is_evaluated_at_shorter_lengths(
   rows = evaluate.evaluate_saved(str(tmp_path), lengths=(2, trained))
   assert [(r["test_length"], r["status"]) for r in rows] == [
       (2, "ok"), (trained, "ok")]
+
+
+def test_an_old_format_directory_is_one_line_naming_the_migration(
+    tmp_path, capsys):
+  sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(3,), base=TINY),
+                  str(tmp_path))
+  config_json = tmp_path / "config.json"
+  config_json.write_text(config_json.read_text().replace(
+      '"format_version": 2', '"format_version": 1'))
+  status = evaluate_main.COMMAND.execute(
+      evaluate_main.main, ["evaluate", f"--results_dir={tmp_path}"])
+  errors = [l for l in capsys.readouterr().err.splitlines()
+            if l.startswith("error:")]
+  assert status == 2
+  assert len(errors) == 1 and "--results_dir" in errors[0]
+  assert "python -m experiments.migrate" in errors[0]

@@ -259,8 +259,6 @@ def test_a_one_seed_program_runs_the_unbatched_chunk(tiny_state):
 def test_runs_record_the_training_programs_version():
   assert TINY.training_settings()["training_program"] == (
       config_lib.TRAINING_PROGRAM) == 2
-  # Records made before the version existed trained with version 1.
-  assert config_lib.absent_settings()["training_program"] == 1
 
 
 # The whole loop: determinism, compiles, divergence.
