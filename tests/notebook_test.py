@@ -22,6 +22,7 @@ def test_notebook_runs_top_to_bottom(monkeypatch):
       for out in cell.get("outputs", []))
   assert "rnn: test accuracy" in outputs and "lstm: test accuracy" in outputs
   assert "mgu: test accuracy" in outputs
+  assert "mingru, 2 layer(s): test accuracy" in outputs
   images = [out for cell in notebook.cells if cell.cell_type == "code"
             for out in cell.get("outputs", [])
             if "image/png" in out.get("data", {})]
