@@ -17,11 +17,15 @@ the numbers are those of what the sweep runs:
 
 Each is warmed up, then timed ``repeats`` times after ``block_until_ready``;
 steps/s is the median. Compile time is measured apart (``.lower().compile()``).
+The work of a step is counted twice: by hand (:func:`flops_per_step`, the
+matmuls only) and by XLA (:func:`xla_flops`, from the compiled jitted step's
+``cost_analysis()``, every op).
 :func:`run_benchmark` returns the rows; ``experiments/benchmark_report.py``
 writes ``benchmark.json``, ``benchmark.md`` and ``benchmark.png``.
 """
 
 import dataclasses
+import functools
 import math
 import os
 import platform
@@ -305,6 +309,48 @@ def flops_per_step(cfg: train.RunConfig) -> Optional[float]:
   return 3.0 * forward
 
 
+@functools.lru_cache(maxsize=None)
+def compiled_step_flops(cfg: train.RunConfig) -> Optional[float]:
+  """The ``"flops"`` of XLA's ``cost_analysis()`` of the compiled jitted
+  step (``jit_step``: batch, forward, backward, clipping, optimizer), every
+  op counted, elementwise work included; None where the backend gives none.
+  Compiled from shapes alone, once per configuration. XLA counts the body
+  of a loop once, whatever its trip count: see :func:`xla_flops`."""
+  state = jax.eval_shape(lambda: _new_state(cfg, config_lib.FIRST_SEED))
+  analysis = _jit_step.lower(state, cfg).compile().cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # One per device in older JAX.
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
+def xla_flops(cfg: train.RunConfig) -> dict[str, Optional[float]]:
+  """FLOPs of one train step from XLA's cost analysis: ``as_compiled``, what
+  it gives for the step (its time loops' bodies counted once), and
+  ``per_step``, with every time step counted: ``as_compiled`` at
+  ``unroll=1`` plus N - 1 more bodies, a body being what unrolling the loop
+  by two adds (measured at an even N: N itself, or N + 1)."""
+  as_compiled = compiled_step_flops(cfg)
+  rolled = compiled_step_flops(dataclasses.replace(cfg, unroll=1))
+  even = dataclasses.replace(cfg, length=cfg.length + cfg.length % 2,
+                             unroll=1)
+  one, two = (compiled_step_flops(even),
+              compiled_step_flops(dataclasses.replace(even, unroll=2)))
+  per_step = None
+  if None not in (rolled, one, two):
+    per_step = rolled + (cfg.length - 1) * (two - one)
+  return {"as_compiled": as_compiled, "per_step": per_step}
+
+
+def _xla_flops_or_none(cfg: train.RunConfig) -> dict[str, Optional[float]]:
+  try:
+    return xla_flops(cfg)
+  except Exception:  # pylint: disable=broad-except
+    logging.exception("no XLA cost analysis of %s N=%d", cfg.cell,
+                      cfg.length)
+    return {"as_compiled": None, "per_step": None}
+
+
 def _chained_matmul(x_BxH, w_HxW, num_iters):
   """``num_iters`` dependent ``[B, H] x [H, W]`` matmuls (an RNN's recurrence),
   each folded back to ``[B, H]`` so none can be hoisted or skipped."""
@@ -429,7 +475,9 @@ def measure(config: BenchmarkConfig, cfg: train.RunConfig, method: str,
          "label": label, "status": "ok", "steps_per_second": None,
          "repeats_steps_per_second": [], "steps_per_repeat": None,
          "compile_seconds": None, "speedup_over_eager": None,
-         "gflop_per_step": None, "gflops": None, "percent_of_matmul_peak": None}
+         "gflop_per_step": None, "gflops": None, "percent_of_matmul_peak": None,
+         "xla_gflop_per_step": None, "xla_gflops": None,
+         "xla_gflop_as_compiled": None}
   steps = config.eager_steps if method == "eager" else config.steps
   try:
     prepared = prepare(cfg, config.seed, steps)
@@ -453,6 +501,12 @@ def measure(config: BenchmarkConfig, cfg: train.RunConfig, method: str,
     peak = next((p["gflops"] for p in peaks if p.get("width") == width), None)
     if peak:
       row["percent_of_matmul_peak"] = 100 * row["gflops"] / peak
+  counted = _xla_flops_or_none(cfg)
+  if counted["as_compiled"] is not None:
+    row["xla_gflop_as_compiled"] = counted["as_compiled"] / 1e9
+  if counted["per_step"] is not None:
+    row.update(xla_gflop_per_step=counted["per_step"] / 1e9,
+               xla_gflops=counted["per_step"] * rate / 1e9)
   logging.info("%s N=%d %-16s %10.1f steps/s  (repeats %s)%s", cfg.cell,
                cfg.length, method, rate, ", ".join(f"{r:.1f}" for r in rates),
                "" if prepared.compile_seconds is None

@@ -165,6 +165,24 @@ def seeds_setting() -> Any:
                            metadata={"check": seed_tuple})
 
 
+def profile_dir_setting() -> Any:
+  """The ``profile_dir`` field of the tools' configs (``--profile_dir``):
+  not a setting of the runs, which train the same traced or not, so never
+  recorded with their settings."""
+  return setting(
+      None, "Trace a few training chunks after the first (the compile left "
+      "out) of each program with jax.profiler into DIR/<run>/, for "
+      "TensorBoard's profile plugin (tensorboard --logdir=DIR) or Perfetto "
+      "(the perfetto_trace.json.gz); unset: no trace.", _directory,
+      flag_type=str)
+
+
+def _directory(value) -> Optional[str]:
+  if value is not None and (not isinstance(value, str) or not value.strip()):
+    return f"must be a directory's path, got {value!r}"
+  return None
+
+
 def check_fields(instance) -> None:
   """Runs the check of every :func:`setting` field of a dataclass (a list
   given for a tuple field becomes a tuple first); the first bad value raises

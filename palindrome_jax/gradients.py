@@ -258,14 +258,17 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
                   devices: Optional[Sequence[jax.Device]] = None,
                   overwrite: bool = False,
                   stop: Callable[[], bool] = lambda: False,
-                  init_only: bool = False) -> dict:
+                  init_only: bool = False,
+                  profile_dir: Optional[str] = None) -> dict:
   """:func:`gradient_profile` for every cell; writes ``gradients.json``,
   ``gradients.md`` and ``gradients.png``. Returns what the JSON holds.
 
   The runs are trained (side by side over ``devices``) and kept in
   ``results_dir`` as a sweep keeps them (:mod:`palindrome_jax.results`), so
   a rerun measures again without training again. With ``init_only`` nothing
-  is trained: each cell gets :func:`initial_profile`, in seconds.
+  is trained: each cell gets :func:`initial_profile`, in seconds. With
+  ``profile_dir``, each run traces a few chunks there
+  (:func:`runner.train_runs`).
   """
   content = {
       "length": length,
@@ -292,7 +295,8 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
     # Several processes: each trains its share, process 0 measures them all.
     records = runner.share_then_replay(
         lambda runs: runner.train_runs(runs, base, directory, pool,
-                                       train_fn=train_fn, stop=stop),
+                                       train_fn=train_fn, stop=stop,
+                                       profile_dir=profile_dir),
         [Run(cell, length, seed) for cell in cells for seed in seeds],
         f"gradients-done-{results_dir}")
     if jax.process_index() != 0:

@@ -68,6 +68,8 @@ class HorizonConfig:
       "multiple of --log_every), so a killed search continues mid-run; 0: "
       "never.", config_lib.non_negative_int)
   vmap_seeds: bool = config_lib.setting(False, devices_lib.VMAP_SEEDS_HELP)
+  # Not a setting of the runs (nor of the search): see SweepConfig.
+  profile_dir: Optional[str] = config_lib.profile_dir_setting()
 
   def __post_init__(self):
     config_lib.check_fields(self)
@@ -335,7 +337,9 @@ def run_horizon(config: HorizonConfig, results_dir: str,
                 devices: Optional[Sequence[Any]] = None,
                 stop: Callable[[], bool] = lambda: False) -> dict:
   """Every cell's horizon; writes ``horizon.json``, ``horizon.md`` and
-  ``horizon.png`` in ``results_dir``. Returns the JSON's content.
+  ``horizon.png`` in ``results_dir``. Returns the JSON's content. With
+  ``config.profile_dir``, each program traces a few chunks there
+  (:func:`runner.train_runs`).
 
   A cell whose search raises is recorded with the error and the other cells
   go on; the runs it had finished are kept for the rerun.
@@ -452,7 +456,8 @@ class _Searches:
         runs, self.config.base, self.results, self.pool,
         vmap_seeds=self.config.vmap_seeds,
         checkpoint_every=self.config.checkpoint_every, train_fn=self.train_fn,
-        stop=self.stop, progress=self.progress, outcome=outcome)
+        stop=self.stop, progress=self.progress, outcome=outcome,
+        profile_dir=self.config.profile_dir)
     if self.stop():
       raise runner.Interrupted
     if outcome.write_errors:  # Trained, but no record: not a result.
@@ -460,17 +465,22 @@ class _Searches:
     return records
 
 
+def runs_tried(content: dict, runs: list[dict]) -> list[dict]:
+  """The ``runs`` of the cells and lengths a search's content tried."""
+  tried = {(cell, e["length"]) for cell, entry in content["cells"].items()
+           for e in entry["evaluations"]}
+  return [r for r in runs if (r["cell"], r["length"]) in tried]
+
+
 def write_summaries(content: dict, results_dir: str, runs: list[dict]) -> None:
   """``horizon.md``, ``horizon.png`` and ``steps_to_solve.png`` from a
   search's content (``horizon.json``) and its runs."""
+  tried = runs_tried(content, runs)
   io.atomic_write_text(os.path.join(results_dir, "horizon.md"),
-                       report.horizon_report(content))
+                       report.horizon_report(content, tried))
   plots.horizon(content, os.path.join(results_dir, "horizon.png"))
-  tried = {(cell, e["length"]) for cell, entry in content["cells"].items()
-           for e in entry["evaluations"]}
   plots.steps_to_solve(
-      [r for r in runs if (r["cell"], r["length"]) in tried],
-      os.path.join(results_dir, "steps_to_solve.png"),
+      tried, os.path.join(results_dir, "steps_to_solve.png"),
       budget=content["settings"]["training"]["train_steps"],
       title="Steps to solve, lengths searched")
 

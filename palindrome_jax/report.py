@@ -12,6 +12,7 @@ so they read well on GitHub and in an editor's preview.
 
 import collections
 import math
+import shlex
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -198,12 +199,64 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
               for r in problems]
     lines.append("")
   lines += ["## Settings", "", *_settings_table(settings), ""]
+  provenance = provenance_table(rows)
+  if provenance:
+    lines += [*provenance, ""]
   return "\n".join(lines)
 
 
 def _settings_table(settings: dict[str, Any]) -> list[str]:
   return table(["setting", "value"],
                [[k, v] for k, v in sorted(settings.items())])
+
+
+def _counted(values: Sequence[str]) -> str:
+  """``a`` if every value is ``a``; else each with its count of runs."""
+  counts = collections.Counter(values)
+  if len(counts) == 1:
+    return next(iter(counts))
+  return "; ".join(f"{v}: {n} run{'s' * (n > 1)}"
+                   for v, n in sorted(counts.items()))
+
+
+def _commit(provenance: dict[str, Any]) -> str:
+  if "commit" not in provenance:
+    return "not a git checkout"
+  return (f"`{provenance['commit'][:12]}`"
+          + (" with uncommitted changes" if provenance.get("dirty") else ""))
+
+
+def provenance_table(rows: Sequence[dict]) -> list[str]:
+  """Where the runs come from, as their records give it (the provenance of
+  ``palindrome_jax.results``): commits, commands, hosts and library
+  versions, each with its count of runs where they differ, and the first
+  start and last end. Runs recorded before provenance was kept are
+  counted apart; none (a page of those alone) when no run has it."""
+  known = [r["provenance"] for r in rows if r.get("provenance")]
+  missing = len(rows) - len(known)
+  if not known:
+    return []
+  ended = [p["ended"] for p in known if p.get("ended")]
+  body = [
+      ["commit", _commit_counts(known)],
+      ["command", _counted([f"`{shlex.join(p['command'])}`"
+                            for p in known])],
+      ["host", _counted([p["host"] for p in known])],
+      ["started", min(p["started"] for p in known)],
+      ["ended", max(ended) if ended else MISSING],
+      ["versions", _counted([", ".join(f"{k} {v}" for k, v in
+                                       sorted(p["versions"].items()))
+                             for p in known])],
+  ]
+  if missing:
+    body.append(["without provenance", f"{missing} run"
+                 f"{'s' * (missing != 1)} (recorded before it was kept)"])
+  return table(["provenance", "value"],
+               [[k, v.replace("|", "\\|")] for k, v in body])
+
+
+def _commit_counts(known: Sequence[dict]) -> str:
+  return _counted([_commit(p) for p in known])
 
 
 # A horizon search: its horizon.json (see palindrome_jax.horizon).
@@ -279,9 +332,11 @@ def horizon_table(content: dict) -> str:
   return "\n".join(lines + [""] + notes) + "\n"
 
 
-def horizon_report(content: dict) -> str:
+def horizon_report(content: dict,
+                   runs: Optional[Sequence[dict]] = None) -> str:
   """``horizon.md``: the table, the figures, every length tried, and the
-  settings."""
+  settings, with the provenance of ``runs`` (the runs of the lengths tried)
+  where given."""
   lines = ["# Memory horizon", "", horizon_table(content),
            "![accuracy against N, horizons starred](horizon.png)", "",
            "![steps to solve against N](steps_to_solve.png)", "",
@@ -297,6 +352,9 @@ def horizon_report(content: dict) -> str:
           f"{', '.join(sorted(set(e['statuses'])))}")
   lines += ["", "## Settings", "",
             *_settings_table(content["settings"]["training"]), ""]
+  provenance = provenance_table(runs or [])
+  if provenance:
+    lines += [*provenance, ""]
   return "\n".join(lines)
 
 
@@ -518,14 +576,19 @@ def benchmark_report(bench: Any) -> str:
                  MISSING if speedup is None else "×" + significant(speedup, 2),
                  significant(row["compile_seconds"], 2),
                  significant(row["gflops"]),
-                 significant(row["percent_of_matmul_peak"], 2)])
+                 significant(row["percent_of_matmul_peak"], 2),
+                 significant(row.get("xla_gflops"))])
   lines += [
       *table(["cell", "N", "method", "steps/s", "× eager", "compile (s)",
-              "GFLOP/s", "% of matmul rate"], rows, right=5),
+              "GFLOP/s", "% of matmul rate", "XLA GFLOP/s"], rows, right=6),
       "",
       "GFLOP/s counts the recurrent and readout matmuls only (3x the "
       "forward's); the % is of the chained fp32 matmul rate at the cell's "
-      "[B, H] x [H, G*H] shape, the recurrence's own ceiling.",
+      "[B, H] x [H, G*H] shape, the recurrence's own ceiling. XLA GFLOP/s "
+      "counts every op of the compiled jitted step (elementwise work "
+      "included) as XLA's cost analysis does, at the same steps/s, with its "
+      "time loop's body counted once per time step (XLA counts it once in "
+      "all: what unrolling it by two adds, N - 1 more times).",
   ]
   if notes:
     lines += ["", "Not measured:", ""] + [f"- {note}" for note in notes]

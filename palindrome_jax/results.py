@@ -8,6 +8,8 @@ Layout of a directory (the sweep's; the horizon search keeps the same)::
     checkpoints/<run>.msgpack   the state of a run in progress (with
                            --vmap_seeds: <cell>_N<N>_seeds<a>-<b>-....msgpack,
                            the state of one cell and N's seeds together)
+    tensorboard/<run>/     its curves as it trains: TensorBoard event files
+                           and metrics.jsonl (:mod:`palindrome_jax.metrics`)
     .lock                  held (shared) by every process using the directory
 
 What it promises:
@@ -23,6 +25,11 @@ What it promises:
   full disk), or a record that is not one (a field missing or of the wrong
   type, :func:`record_problem`), is moved aside to ``*.corrupt`` with one
   warning naming it (and the field), and what it held is trained again.
+- **Traceable.** ``config.json`` and every record give their provenance
+  (:func:`provenance`): the commit and whether the tree was dirty, the
+  command line, the host, the start and end time and the library versions.
+  It is not a setting: runs of the same settings from two commits share a
+  directory.
 - **Never twice.** Processes that share the directory (several identical
   sweeps, or the processes of one multi-process sweep) claim each run with a
   lock file before training it and skip runs claimed by another; a sweep
@@ -31,13 +38,19 @@ What it promises:
 
 import contextlib
 import dataclasses
+import datetime
 import errno
 import fcntl
+import functools
+from importlib import metadata
 import json
 import math
 import os
 import shlex
 import shutil
+import socket
+import subprocess
+import sys
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import logging
@@ -52,7 +65,8 @@ from palindrome_jax.status import Kind, Status
 # The format of config.json, of every run record and of a horizon search's
 # horizon.json. 1: before the format had a number (a record left out the
 # settings added after it was written); 2: every setting recorded, and the
-# version. Reading another is a FormatError.
+# version. Reading another is a FormatError. Records and config.json written
+# since also give their "provenance" (optional on read: older ones lack it).
 FORMAT_VERSION = 2
 
 # A run's result row; ``runs/*.json`` also holds its format, its history,
@@ -77,6 +91,74 @@ def trained_on() -> dict[str, str]:
                                   or "default")}
 
 
+def utc_now() -> str:
+  """The time now, UTC, ISO 8601 to the second: ``2026-12-02T04:20:21Z``."""
+  return datetime.datetime.now(datetime.timezone.utc).strftime(
+      "%Y-%m-%dT%H:%M:%SZ")
+
+
+# The libraries whose versions a record names.
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "numpy")
+GIT_TIMEOUT_SECONDS = 5.0
+
+
+def library_versions() -> dict[str, str]:
+  """The installed version of each of :data:`LIBRARIES`."""
+  versions = {}
+  for name in LIBRARIES:
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = "unknown"
+  return versions
+
+
+def git_state(path: str) -> dict[str, Any]:
+  """``{"commit": ..., "dirty": ...}`` of the git checkout that tracks the
+  file ``path``: its HEAD, and whether a tracked file differs from it
+  (untracked files, results among them, do not count). Empty when ``path``
+  is in no checkout, git is missing, or it does not answer within
+  :data:`GIT_TIMEOUT_SECONDS`: never an error."""
+  directory = os.path.dirname(os.path.abspath(path))
+
+  def git(*args: str) -> Optional[str]:
+    try:
+      done = subprocess.run(
+          ["git", "--no-optional-locks", "-C", directory, *args],
+          capture_output=True, text=True, timeout=GIT_TIMEOUT_SECONDS,
+          check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+      return None
+    return done.stdout if done.returncode == 0 else None
+
+  commit = git("rev-parse", "--verify", "HEAD")
+  # A checkout of something else (a site-packages inside some repository)
+  # does not track the file.
+  if not commit or git("ls-files", "--error-unmatch", "--",
+                       os.path.basename(path)) is None:
+    return {}
+  status = git("status", "--porcelain", "--untracked-files=no")
+  if status is None:
+    return {}
+  return {"commit": commit.strip(), "dirty": bool(status.strip())}
+
+
+@functools.lru_cache(maxsize=None)
+def code_version() -> dict[str, Any]:
+  """:func:`git_state` of this package, asked once per process (the code a
+  process runs is what it imported)."""
+  return git_state(__file__)
+
+
+def provenance(started: str, ended: Optional[str] = None) -> dict[str, Any]:
+  """Where a result comes from: the commit and whether the tree was dirty
+  (absent outside a git checkout), the command line, the host, the start
+  and end time (:func:`utc_now`) and the versions of :data:`LIBRARIES`."""
+  return {**code_version(), "command": list(sys.argv),
+          "host": socket.gethostname(), "started": started, "ended": ended,
+          "versions": library_versions()}
+
+
 @dataclasses.dataclass(frozen=True, order=True)
 class Run:
   """Which run: a cell at a length with a seed."""
@@ -88,6 +170,15 @@ class Run:
   @property
   def name(self) -> str:
     return f"{self.cell}_N{self.length}_seed{self.seed}"
+
+
+def program_name(program: Sequence[Run]) -> str:
+  """The name of the runs that train as one program: the run's, or
+  ``<cell>_N<N>_seeds<a>-<b>-...`` for the seeds of one cell and N."""
+  first = program[0]
+  return (first.name if len(program) == 1 else
+          f"{first.cell}_N{first.length}_seeds"
+          + "-".join(str(run.seed) for run in program))
 
 
 class SettingsMismatchError(ValueError):
@@ -175,6 +266,24 @@ def _short(value: Any) -> str:
   return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _is_str(value: Any) -> bool:
+  return isinstance(value, str)
+
+
+# A record's or config.json's "provenance" (:func:`provenance`).
+PROVENANCE_SCHEMA: Schema = {
+    "commit": ("a string", _is_str),
+    "dirty": ("a boolean", lambda v: isinstance(v, bool)),
+    "command": ("a list of strings", list_of(_is_str)),
+    "host": ("a string", _is_str),
+    "started": ("a time", _is_str),
+    "ended": ("a time or null", or_null(_is_str)),
+    "versions": ("an object of strings", lambda v: isinstance(v, dict) and all(
+        map(_is_str, v.values()))),
+}
+# Absent outside a git checkout.
+PROVENANCE_OPTIONAL = ("commit", "dirty")
+
 # A run record (format 2).
 RECORD_SCHEMA: Schema = {
     "format_version": ("an integer", is_int),
@@ -194,7 +303,10 @@ RECORD_SCHEMA: Schema = {
         isinstance(x, list) for x in v.values())),
     "settings": ("an object", lambda v: isinstance(v, dict)),
     "trained_on": ("an object", lambda v: isinstance(v, dict)),
+    "provenance": ("an object", lambda v: isinstance(v, dict)),
 }
+# Records written before provenance was kept lack it.
+RECORD_OPTIONAL = ("provenance",)
 # What a run that ended ok must have measured (finite parameters always
 # give an accuracy; a loss may overflow).
 OK_MEASURES = ("test_accuracy",)
@@ -206,7 +318,10 @@ def record_problem(record: Any) -> Optional[str]:
   one."""
   if not isinstance(record, dict):
     return f"a JSON {type(record).__name__}, not an object"
-  problem = schema_problem(record, RECORD_SCHEMA)
+  problem = (schema_problem(record, RECORD_SCHEMA, optional=RECORD_OPTIONAL)
+             or ("provenance" in record and schema_problem(
+                 record["provenance"], PROVENANCE_SCHEMA, "provenance.",
+                 PROVENANCE_OPTIONAL)))
   if problem:
     return problem
   if record["format_version"] != FORMAT_VERSION:
@@ -275,11 +390,12 @@ class ResultsDir:
   def checkpoint_file(self, program: Sequence[Run]) -> str:
     """Where the runs that train as one program (one seed, or the seeds of
     one cell and N under ``--vmap_seeds``) keep their checkpoint."""
-    first = program[0]
-    name = (first.name if len(program) == 1 else
-            f"{first.cell}_N{first.length}_seeds"
-            + "-".join(str(run.seed) for run in program))
-    return self.path("checkpoints", name + ".msgpack")
+    return self.path("checkpoints", program_name(program) + ".msgpack")
+
+  def curves_dir(self, run: Run) -> str:
+    """Where ``run`` writes its curves as it trains (TensorBoard's event
+    files and ``metrics.jsonl``, :mod:`palindrome_jax.metrics`)."""
+    return self.path("tensorboard", run.name)
 
   def remove_checkpoint(self, program: Sequence[Run]) -> None:
     """Once every run of ``program`` is saved, its checkpoint goes."""
@@ -298,8 +414,10 @@ class ResultsDir:
     trained with other settings, or (:class:`FormatError`) one of another
     format, unless ``overwrite``: then they are removed, which is refused
     (:class:`BusyError`) while another process uses it. ``config`` (cells,
-    lengths, seeds, ...) is merged into ``config.json``.
+    lengths, seeds, ...) is merged into ``config.json``, with this call's
+    :func:`provenance` (its end time written as the block ends).
     """
+    self.provenance = provenance(started=utc_now())
     os.makedirs(self.root, exist_ok=True)
     # Held shared for the whole block by every process using the directory.
     lock = open(self.path(".lock"), "a+")  # pylint: disable=consider-using-with
@@ -330,8 +448,26 @@ class ResultsDir:
         self._write_config(config or {})
         fcntl.flock(lock, fcntl.LOCK_SH)
       yield self
+      self._record_end()
     finally:
       lock.close()
+
+  def _record_end(self) -> None:
+    """Writes this call's end time into ``config.json``'s provenance, if
+    the provenance there is still this call's (another process may have
+    opened the directory since); a failure to write is logged."""
+    started = self.provenance
+    self.provenance = {**started, "ended": utc_now()}
+    try:
+      with open(self.path(".settings.lock"), "a+") as settings_lock:
+        fcntl.flock(settings_lock, fcntl.LOCK_EX)
+        config = self._read_config()
+        if config is not None and config.get("provenance") == started:
+          io.write_json(self.path("config.json"),
+                        {**config, "provenance": self.provenance})
+    except OSError as error:
+      logging.warning("cannot write the end time into %s: %s",
+                      self.path("config.json"), error)
 
   def _previous_settings(self) -> Optional[dict]:
     config = self._read_config()
@@ -360,7 +496,7 @@ class ResultsDir:
   def _remove_runs(self) -> None:
     """Removes the runs of other settings (the caller holds the directory
     exclusively)."""
-    for sub in ("runs", "params", "checkpoints", ".claims"):
+    for sub in ("runs", "params", "checkpoints", "tensorboard", ".claims"):
       shutil.rmtree(self.path(sub), ignore_errors=True)
     if os.path.exists(self.path("config.json")):
       os.remove(self.path("config.json"))
@@ -377,7 +513,7 @@ class ResultsDir:
     merged.update(
         training_settings=self.settings, jax_version=jax.__version__,
         backend=jax.default_backend(),
-        devices=[str(d) for d in jax.devices()])
+        devices=[str(d) for d in jax.devices()], provenance=self.provenance)
     io.write_json(self.path("config.json"), jsonable(merged))
 
   # Runs.

@@ -5,10 +5,12 @@ hands its runs here. A run already finished in the directory is read back,
 not trained; one claimed by another process is left to it, never trained
 twice. The rest train as programs (one run each, or with ``vmap_seeds`` the
 seeds of one cell and N together) side by side over a pool of devices,
-longest first. Each run is saved the moment it ends
-(:mod:`palindrome_jax.results`); a program that raises is recorded as failed
-and the others go on; a Ctrl-C or SIGTERM (:class:`StopRequest`) stops every
-run at the end of its chunk, its checkpoint saved.
+longest first. Each run writes its curves as it trains
+(:mod:`palindrome_jax.metrics`) and is saved the moment it ends
+(:mod:`palindrome_jax.results`, with its provenance); a program that raises
+is recorded as failed and the others go on; a Ctrl-C or SIGTERM
+(:class:`StopRequest`) stops every run at the end of its chunk, its
+checkpoint saved.
 
 In a multi-process run (``jax.distributed``) every process trains its share
 of the runs into the shared directory, and process 0 then reads them all
@@ -29,6 +31,8 @@ import jax
 import numpy as np
 
 from palindrome_jax import devices as devices_lib
+from palindrome_jax import metrics
+from palindrome_jax import model
 from palindrome_jax import progress as progress_lib
 from palindrome_jax import report
 from palindrome_jax import results as results_lib
@@ -149,10 +153,13 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
                train_fn: TrainFn = train.train_and_evaluate,
                stop: Callable[[], bool] = lambda: False,
                progress: Optional[progress_lib.Progress] = None,
-               outcome: Optional[Outcome] = None) -> dict[Run, dict]:
+               outcome: Optional[Outcome] = None,
+               profile_dir: Optional[str] = None) -> dict[Run, dict]:
   """Trains the ``runs`` not finished in ``results``; returns every run's
   record (finished earlier or now) by run. A run claimed by another process
-  is left to it (skipped here, never trained twice).
+  is left to it (skipped here, never trained twice). With ``profile_dir``,
+  each program traces a few chunks into ``<profile_dir>/<program name>/``
+  (:mod:`palindrome_jax.profiling`).
 
   Each program that raises is recorded as failed and the others go on; a
   failure to write a trained run's files is logged with the path, counted
@@ -167,7 +174,8 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
                        "earlier, skipped")
     trainer = _Trainer(base, results, train_fn, stop, checkpoint_every,
                        progress, records,
-                       outcome if outcome is not None else Outcome([], []))
+                       outcome if outcome is not None else Outcome([], []),
+                       profile_dir)
     _run_side_by_side(programs, costs, pool, vmap_seeds,
                       trainer.train_program)
   return records
@@ -248,6 +256,7 @@ class _Trainer:
   progress: progress_lib.Progress
   records: dict[Run, dict]
   outcome: Outcome
+  profile_dir: Optional[str] = None
   lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
   def train_program(self, program: Program, cost: float, devices) -> None:
@@ -295,11 +304,19 @@ class _Trainer:
                                            cost)
     checkpoint = (self.results.checkpoint_file(program)
                   if self.checkpoint_every else None)
+    profile = (os.path.join(self.profile_dir,
+                            results_lib.program_name(program))
+               if self.profile_dir else None)
+    started = results_lib.utc_now()
     try:
-      group = self.train_fn(
-          cfg, seeds, on_log=_on_log(run_progress), checkpoint_path=checkpoint,
-          checkpoint_every=self.checkpoint_every, devices=devices,
-          should_stop=self.stop)
+      with metrics.ProgramCurves([self.results.curves_dir(run)
+                                  for run in program]) as curves:
+        group = self.train_fn(
+            cfg, seeds, on_log=_on_log(run_progress, curves),
+            checkpoint_path=checkpoint,
+            checkpoint_every=self.checkpoint_every, devices=devices,
+            should_stop=self.stop, profile_dir=profile)
+        curves.on_end(group.seeds, group.resumed_from)
     except train.Interrupted:
       run_progress.finish(f"{label}: interrupted"
                           + (" (checkpoint saved)" if checkpoint else ""))
@@ -308,24 +325,27 @@ class _Trainer:
       # One failing run (say, out of memory) must not cost the others.
       logging.error("%s N=%d failed:\n%s", cfg.cell, cfg.length,
                     traceback.format_exc())
-      self._record_failure(program, error, label, run_progress)
+      self._record_failure(program, error, label, run_progress, started)
       return
-    self._record(program, group, run_progress)
+    self._record(program, group, run_progress, started)
 
   def _record_failure(self, program: Program, error: Exception, label: str,
-                      run_progress: progress_lib.RunProgress) -> None:
+                      run_progress: progress_lib.RunProgress,
+                      started: str) -> None:
+    provenance = results_lib.provenance(started, results_lib.utc_now())
     for run in program:
-      self._save(run, results_lib.error_row(run, error), None)
+      self._save(run, {**results_lib.error_row(run, error),
+                       "provenance": provenance}, None)
     run_progress.finish(f"{label}: {self.records[program[0]]['status']}"
                         if program[0] in self.records else None)
 
   def _record(self, program: Program, group: train.GroupResult,
-              run_progress: progress_lib.RunProgress) -> None:
-    num_params = sum(np.size(x) for x in
-                     jax.tree.leaves(group.seeds[0].params))
+              run_progress: progress_lib.RunProgress, started: str) -> None:
+    counts = _param_counts(group.seeds[0].params)
+    provenance = results_lib.provenance(started, results_lib.utc_now())
     for run, seed_result in zip(program, group.seeds):
-      self._save(run, _row(group, seed_result, num_params),
-                 seed_result.params)
+      self._save(run, {**_row(group, seed_result, counts),
+                       "provenance": provenance}, seed_result.params)
     if len(program) > 1 and all(run in self.records for run in program):
       self.results.remove_checkpoint(program)
     resumed = (f" (continued from the checkpoint at step "
@@ -351,16 +371,31 @@ class _Trainer:
       self.outcome.new_rows.append(record)
 
 
-def _on_log(run_progress: progress_lib.RunProgress) -> Callable[[dict], None]:
-  """Reports each logged chunk of a run to its progress line."""
-  return lambda info: run_progress.update(
-      info["step"], results_lib.finite_mean(info["loss"]),
-      results_lib.finite_mean(info["accuracy"]), info["steps_per_second"])
+def _on_log(run_progress: progress_lib.RunProgress,
+            curves: metrics.ProgramCurves) -> Callable[[dict], None]:
+  """Writes each logged chunk of a program to its runs' curves and reports
+  it to its progress line."""
+  def on_log(info: dict) -> None:
+    curves.on_log(info)
+    run_progress.update(
+        info["step"], results_lib.finite_mean(info["loss"]),
+        results_lib.finite_mean(info["accuracy"]), info["steps_per_second"])
+  return on_log
+
+
+def _param_counts(params: Any) -> dict[str, Any]:
+  """:func:`model.param_counts` of a model's parameters; of anything else
+  (a test's stand-in trainer) the total only."""
+  if isinstance(params, dict) and "readout" in params:
+    return model.param_counts(params)
+  return {"total": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+          "per_layer": None}
 
 
 def _row(program: train.GroupResult, seed_result: train.SeedResult,
-         num_params: int) -> dict[str, Any]:
-  """A trained run's record (:data:`results.ROW_FIELDS`)."""
+         counts: dict[str, Any]) -> dict[str, Any]:
+  """A trained run's record (:data:`results.ROW_FIELDS`); ``counts`` are
+  :func:`model.param_counts` (the total, and each layer's)."""
   cfg = program.config
   return {
       "cell": cfg.cell, "length": cfg.length, "seed": seed_result.seed,
@@ -374,7 +409,8 @@ def _row(program: train.GroupResult, seed_result: train.SeedResult,
       "wall_seconds": program.wall_seconds,
       "compile_seconds": program.compile_seconds,
       "steps_per_second": program.steps_per_second,
-      "num_params": num_params,
+      "num_params": counts["total"],
+      "params_per_layer": counts["per_layer"],
       "seeds_in_program": len(program.seeds),
       "history": seed_result.history,
   }
@@ -400,9 +436,10 @@ def longest_first(runs: Sequence[Run], base: train.RunConfig) -> list[Run]:
 
 
 def expected_cost(cfg: train.RunConfig) -> float:
-  """Relative training time: steps x length x the cell's parameter count."""
-  init = cfg.make_cell().init
-  shapes = jax.eval_shape(lambda key: init(key, cfg.input_dim, cfg.num_hidden),
+  """Relative training time: steps x length x the parameter count of the
+  cells of every layer."""
+  shapes = jax.eval_shape(lambda key: train.init_params(key, cfg),
                           jax.random.PRNGKey(0))
-  size = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes))
+  size = sum(np.prod(x.shape) for x in
+             jax.tree.leaves(model.layer_cell_params(shapes)))
   return float(cfg.train_steps) * cfg.length * float(size)

@@ -35,7 +35,9 @@ class SweepConfig:
   (``jax.vmap``, split over devices when they divide evenly): faster on an
   accelerator, but then a seed's numbers depend on the program it shares.
   Off (the default), every seed is its own program, so a run's numbers are
-  the same whatever the devices and the other seeds.
+  the same whatever the devices and the other seeds. ``profile_dir`` traces
+  a few chunks of each program (:mod:`palindrome_jax.profiling`); it is not
+  a setting of the runs.
   """
 
   cells: tuple[str, ...] = config_lib.cells_setting()
@@ -49,6 +51,8 @@ class SweepConfig:
       "--log_every) so a killed run continues from there; 0: never.",
       config_lib.non_negative_int)
   vmap_seeds: bool = config_lib.setting(False, devices_lib.VMAP_SEEDS_HELP)
+  # Not a setting of the runs: traced or not, they train the same.
+  profile_dir: Optional[str] = config_lib.profile_dir_setting()
 
   def __post_init__(self):
     config_lib.check_fields(self)
@@ -74,7 +78,9 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
 
   Runs go side by side over ``devices`` (default: every local device), one
   program per device (see :class:`SweepConfig` for ``vmap_seeds``). Returns
-  every row in the directory (see :data:`ROW_FIELDS`) and this call's.
+  every row in the directory (see :data:`ROW_FIELDS`) and this call's. With
+  ``sweep.profile_dir``, each program traces a few chunks there
+  (:func:`runner.train_runs`).
   """
   outcome = runner.Outcome([], [])
   stop = stop or (lambda: False)
@@ -91,7 +97,7 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
         lambda runs: runner.train_runs(
             runs, sweep.base, results, pool, vmap_seeds=sweep.vmap_seeds,
             checkpoint_every=sweep.checkpoint_every, train_fn=train_fn,
-            stop=stop, outcome=outcome),
+            stop=stop, outcome=outcome, profile_dir=sweep.profile_dir),
         runner.longest_first(sweep.runs(), sweep.base),
         f"sweep-done-{results.root}", replay=False)
     outcome.interrupted = stop()

@@ -9,6 +9,7 @@ chunk and, every ``eval_every`` steps, whether each seed has solved the task
 stops training there.
 """
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -29,6 +30,7 @@ from palindrome_jax.config import OPTIMIZERS, RunConfig
 from palindrome_jax import data
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import model
+from palindrome_jax import profiling
 from palindrome_jax.status import Status
 
 
@@ -400,6 +402,16 @@ def _solve_check(loop: Loop, params: Any, check_keys: jax.Array,
     loop.solved_at[i] = step
 
 
+def _check_at(loop: Loop, step: int) -> Optional[dict[str, list]]:
+  """The per-seed accuracies of the solve check at ``step``, and of its
+  confirmations (None where there was none); None if no check ran there."""
+  checks = loop.checks
+  if not checks["step"] or checks["step"][-1] != step:
+    return None
+  return {"accuracy": checks["accuracy"][-1],
+          "confirm_accuracy": checks["confirm_accuracy"][-1]}
+
+
 def _seed_history(loop: Loop, i: int, last_step: Optional[int]) -> dict:
   """Seed ``i``'s own history, ending where it stopped training."""
   h, checks = loop.history, loop.checks
@@ -450,7 +462,8 @@ def train_and_evaluate(
     checkpoint_path: Optional[str] = None,
     checkpoint_every: int = 0,
     devices: Optional[Sequence[jax.Device]] = None,
-    should_stop: Callable[[], bool] = lambda: False) -> GroupResult:
+    should_stop: Callable[[], bool] = lambda: False,
+    profile_dir: Optional[str] = None) -> GroupResult:
   """Trains ``cfg`` for every seed at once and evaluates each on fresh data.
 
   Every ``cfg.eval_every`` steps (and at the last) each seed is checked on
@@ -460,7 +473,9 @@ def train_and_evaluate(
   training ends when every seed is solved, diverged or out of budget. A
   seed whose loss or parameters turn non-finite is marked ``diverged at step
   K``. ``on_log`` is called after every chunk with the step, per-seed loss
-  and accuracy, and the throughput.
+  and accuracy, the throughput, which seeds trained in the chunk
+  (``active``), the step a checkpoint continued from (``resumed_from``) and,
+  after a solve check, its per-seed accuracies (``check``; else None).
 
   With ``checkpoint_path``, the state is saved every ``checkpoint_every``
   steps (at the end of the chunk that reaches or crosses each multiple) and
@@ -469,7 +484,8 @@ def train_and_evaluate(
   true, the state is checkpointed (if enabled) and :class:`Interrupted` is
   raised (a finished run is evaluated and returned as usual). ``devices``
   (default: the first device) hold the seeds, see
-  :func:`devices.seed_sharding`.
+  :func:`devices.seed_sharding`. With ``profile_dir``, a few chunks after
+  the first are traced there (:class:`profiling.ChunkTrace`).
   """
   wall_start = time.perf_counter()
   seeds = tuple(seeds)
@@ -485,29 +501,33 @@ def train_and_evaluate(
   resumed_from = loop.step
 
   compiled, run_seconds, steps_run = {}, 0.0, 0
-  while loop.unfinished(cfg):
-    num_steps = _chunk_length(cfg, loop.step)
-    active = loop.active(cfg)
-    active_S = jax.device_put(np.array(active), sharding)
-    if num_steps not in compiled:
+  with contextlib.closing(profiling.ChunkTrace(profile_dir)) as trace:
+    while loop.unfinished(cfg):
+      num_steps = _chunk_length(cfg, loop.step)
+      active = loop.active(cfg)
+      active_S = jax.device_put(np.array(active), sharding)
+      if num_steps not in compiled:
+        t = time.perf_counter()
+        compiled[num_steps] = compile_chunk(cfg, state, num_steps, active_S)
+        compile_seconds += time.perf_counter() - t
       t = time.perf_counter()
-      compiled[num_steps] = compile_chunk(cfg, state, num_steps, active_S)
-      compile_seconds += time.perf_counter() - t
-    t = time.perf_counter()
-    state, stats = compiled[num_steps](state, active_S)
-    stats = jax.device_get(stats)  # Blocks until the chunk is done.
-    run_seconds += time.perf_counter() - t
-    steps_run += num_steps
-    _record_chunk(loop, stats, active, cfg, seeds)
-    if _is_check_step(cfg, loop.step):
-      _solve_check(loop, state.params, check_keys, cfg)
-    if on_log is not None:
-      on_log({"step": loop.step, "loss": stats["loss"],
-              "accuracy": stats["accuracy"],
-              "steps_per_second": steps_run / max(run_seconds, 1e-9),
-              "solved": [s is not None for s in loop.solved_at]})
-    _checkpoint_or_stop(loop, state, cfg, num_steps, checkpoint_path,
-                        checkpoint_every, should_stop)
+      with trace.chunk():
+        state, stats = compiled[num_steps](state, active_S)
+        stats = jax.device_get(stats)  # Blocks until the chunk is done.
+      run_seconds += time.perf_counter() - t
+      steps_run += num_steps
+      _record_chunk(loop, stats, active, cfg, seeds)
+      if _is_check_step(cfg, loop.step):
+        _solve_check(loop, state.params, check_keys, cfg)
+      if on_log is not None:
+        on_log({"step": loop.step, "loss": stats["loss"],
+                "accuracy": stats["accuracy"],
+                "steps_per_second": steps_run / max(run_seconds, 1e-9),
+                "solved": [s is not None for s in loop.solved_at],
+                "active": active, "resumed_from": resumed_from,
+                "check": _check_at(loop, loop.step)})
+      _checkpoint_or_stop(loop, state, cfg, num_steps, checkpoint_path,
+                          checkpoint_every, should_stop)
 
   # Evaluation compiles and runs in one go; it is small beside training.
   evaluation = jax.device_get(_evaluate_seeds(state.params, eval_keys,

@@ -1,5 +1,6 @@
 """The benchmark: one tiny run of every method, its files, and its flags."""
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -48,7 +49,10 @@ def check_outputs(results_dir, report, cells, methods):
       assert row["steps_per_second"] > 0
       assert len(row["repeats_steps_per_second"]) == 2
       assert row["gflops"] > 0
+      # XLA's count of the same step, beside the hand count.
+      assert row["xla_gflops"] > 0 and row["xla_gflop_per_step"] > 0
       assert f"| {cell} | 3 | {row['label']} |" in table
+  assert "| XLA GFLOP/s |" in table
   return rows
 
 
@@ -85,6 +89,21 @@ def test_flops_per_step_counts_the_fused_gates():
   assert benchmark.flops_per_step(rnn) == 3 * forward
   lstm = train.RunConfig(cell="lstm", length=5, batch_size=2, num_hidden=3)
   assert benchmark.recurrent_width(lstm) == 12
+
+
+def test_the_xla_count_counts_the_time_loop_once_per_time_step():
+  # XLA's cost analysis counts a loop's body once: the count of the step as
+  # compiled barely grows with N, while the step's work does. The body's
+  # count, taken N - 1 more times, gives about what XLA counts for the same
+  # step with its time loop unrolled whole (an odd N: its body is measured
+  # at N + 1), and more than the hand count of the matmuls alone.
+  lstm = train.RunConfig(cell="lstm", length=5, batch_size=8, num_hidden=8)
+  counted = benchmark.xla_flops(lstm)
+  unrolled = benchmark.compiled_step_flops(
+      dataclasses.replace(lstm, unroll=lstm.length))
+  assert counted["as_compiled"] < unrolled / 2
+  assert counted["per_step"] == pytest.approx(unrolled, rel=0.1)
+  assert counted["per_step"] > benchmark.flops_per_step(lstm)
 
 
 def test_the_ceiling_chains_the_matmuls_it_counts():

@@ -64,7 +64,8 @@ def test_tools_keep_their_own_results_dir_and_defaults():
       "experiments.gradients": "results/gradients",
       "experiments.compare": "results/compare",
       "experiments.evaluate": "results",
-      "experiments.benchmark": "benchmark_results"}
+      "experiments.benchmark": "benchmark_results",
+      "experiments.migrate": None}  # It has no default: name the directory.
   # The search stops a seed once it solves: while the horizon runs only.
   text = " ".join(line.strip()
                   for line in horizon.COMMAND.help_text().splitlines())

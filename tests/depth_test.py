@@ -1,5 +1,6 @@
 """Depth: stacked and residual layers, checked against independent loops."""
 
+import dataclasses
 import math
 
 import jax
@@ -13,6 +14,8 @@ from palindrome_jax import cells
 from palindrome_jax import gradients
 from palindrome_jax import minrnn  # noqa: F401  (registers mingru)
 from palindrome_jax import model
+from palindrome_jax import runner
+from palindrome_jax import sweep
 from palindrome_jax import train
 from palindrome_jax.config import ConfigError, RunConfig
 
@@ -321,3 +324,17 @@ def test_residual_inputs_of_each_digit_differ_after_the_first_norm():
   gaps = [np.abs(normed[i] - normed[j]).max()
           for i in range(10) for j in range(i + 1, 10)]
   assert min(gaps) > 1e-3
+
+
+def test_a_sweep_records_each_layers_parameters(tmp_path):
+  base = RunConfig(num_layers=2, num_hidden=8, batch_size=8, train_steps=20,
+                   log_every=10, eval_batches=2)
+  rows = sweep.run_sweep(sweep.SweepConfig(cells=("gru",), lengths=(3,),
+                                           base=base), str(tmp_path)).rows
+  gru = lambda d: 3 * 8 * (d + 8) + 3 * 8 + 8
+  assert rows[0]["params_per_layer"] == [gru(1), gru(8)]
+  assert rows[0]["num_params"] == gru(1) + gru(8) + 8 * 10 + 10
+  deep = runner.expected_cost(dataclasses.replace(base, cell="gru", length=3))
+  one = runner.expected_cost(dataclasses.replace(base, cell="gru", length=3,
+                                                 num_layers=1))
+  assert deep / one == (gru(1) + gru(8)) / gru(1)

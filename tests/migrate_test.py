@@ -10,11 +10,11 @@ import os
 import pathlib
 import shlex
 import subprocess
-import sys
 
 import jax
 import pytest
 
+from experiments import sweep as sweep_main
 from palindrome_jax import compare
 from palindrome_jax import files as io
 from palindrome_jax import horizon
@@ -200,20 +200,23 @@ def test_a_directory_in_use_or_of_a_newer_format_is_left_as_it_is(tmp_path):
   assert _files(tmp_path) == before  # Refused before anything is written.
 
 
-def test_the_command_line_migrates_what_a_tool_refuses(tmp_path):
+def test_the_command_line_migrates_what_a_tool_refuses(tmp_path, capsys):
   _train(tmp_path)
   _as_format_1(tmp_path)
-  refused = subprocess.run(
-      [sys.executable, "-m", "experiments.sweep", "--cells=rnn",
-       "--lengths=3", "--seeds=2", "--seed=1", "--batch_size=8",
-       "--num_hidden=8", "--train_steps=60", "--log_every=20",
-       "--eval_batches=2", "--confirm_batches=0", f"--results_dir={tmp_path}"],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-  assert refused.returncode == 2, refused.stderr[-2000:]
-  line = refused.stderr.strip().splitlines()[-1]
+  capsys.readouterr()
+  # The sweep in this process, as the command line calls its main.
+  status = sweep_main.COMMAND.execute(sweep_main.main, [
+      "sweep", "--cells=rnn", "--lengths=3", "--seeds=2", "--seed=1",
+      "--batch_size=8", "--num_hidden=8", "--train_steps=60",
+      "--log_every=20", "--eval_batches=2", "--confirm_batches=0",
+      f"--results_dir={tmp_path}"])
+  stderr = capsys.readouterr().err
+  assert status == 2, stderr[-2000:]
+  line = stderr.strip().splitlines()[-1]
   assert line.startswith(f"error: --results_dir: {tmp_path}/config.json is "
                          "in results format 1"), line
   command = line.split("once with: ")[1]  # As the user copies it.
+  # The migration's one smoke test: the command run as it is printed.
   migrated = subprocess.run(shlex.split(command), cwd=REPO,
                             capture_output=True, text=True, timeout=300,
                             check=False)
@@ -224,8 +227,10 @@ def test_the_command_line_migrates_what_a_tool_refuses(tmp_path):
 
 
 def _committed_dirs():
+  """The committed horizon searches: format 1, migrated once (the results
+  trained since are of format 2 from the start)."""
   return sorted(os.path.dirname(p) for p in
-                glob.glob(os.path.join(COMMITTED, "*", "config.json")))
+                glob.glob(os.path.join(COMMITTED, "horizon_*", "config.json")))
 
 
 def test_the_committed_results_are_of_this_format():
@@ -242,9 +247,12 @@ def test_the_committed_results_are_of_this_format():
       record = io.read_json(path)
       assert results.record_problem(record) is None, path
       assert record["settings"] == settings, path
-    # Every report reads back as committed.
+    # Every report reads back as committed (with the provenance of its
+    # runs, where they have one).
+    runs = results.ResultsDir(directory, settings).all_runs()
     with open(os.path.join(directory, "horizon.md"), encoding="utf-8") as f:
-      assert report.horizon_report(content) == f.read(), directory
+      assert report.horizon_report(
+          content, horizon.runs_tried(content, runs)) == f.read(), directory
 
 
 @pytest.mark.parametrize("flagfile", ["compare_all", "compare_lstm"])
