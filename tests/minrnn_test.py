@@ -13,6 +13,7 @@ from palindrome_jax import minrnn
 from palindrome_jax import model
 from palindrome_jax import train
 from palindrome_jax.config import RunConfig
+from tests import gradcheck
 
 KINDS = ("mingru", "minlstm")
 
@@ -200,21 +201,7 @@ def test_gradients_match_central_differences_in_float64(kind):
       _, h_TxBxH = model.unroll(cell, params, inputs, 3)
       return jnp.sum(jnp.square(h_TxBxH[-1] - target)) + jnp.sum(h_TxBxH) / 5
 
-    @jax.jit
-    def check(direction):
-      eps = 1e-6
-      shifted = lambda s: jax.tree.map(lambda p, d: p + s * eps * d, params,
-                                       direction)
-      numeric = (loss(shifted(1)) - loss(shifted(-1))) / (2 * eps)
-      grads = jax.grad(loss)(params)
-      return numeric, sum(jnp.vdot(g, d) for g, d in zip(
-          jax.tree.leaves(grads), jax.tree.leaves(direction)))
-
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-      direction = jax.tree.map(lambda x: rng.standard_normal(x.shape), params)
-      numeric, analytic = check(direction)
-      np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
+    gradcheck.assert_matches_central_differences(loss, params)
 
 
 def _count(name, input_dim, hidden):
