@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from experiments import compare as compare_main
 from palindrome_jax import compare
 from palindrome_jax import horizon
 from palindrome_jax import plots
@@ -162,7 +163,9 @@ def test_the_figure_draws_each_recipe_and_stars_its_horizon(searches,
   assert bottom.get_xscale() == "log"
 
 
-def _compare(*args):
+def _compare_process(*args):
+  """``python -m experiments.compare ARGS``: the entrypoint's one smoke test
+  in a process of its own."""
   process = subprocess.run(
       [sys.executable, "-m", "experiments.compare", *args], cwd=REPO,
       capture_output=True, text=True, timeout=300, check=False,
@@ -170,18 +173,27 @@ def _compare(*args):
   return process.returncode, process.stdout, process.stderr
 
 
+def _compare(capsys, *args):
+  """The same command in this process (``Command.execute`` puts the flags
+  back); returns ``(status, stdout, stderr)``."""
+  capsys.readouterr()
+  code = compare_main.COMMAND.execute(compare_main.main, ["compare", *args])
+  out = capsys.readouterr()
+  return code, out.out, out.err
+
+
 def test_the_command_line_compares_and_refuses_in_one_line(searches,
-                                                           tmp_path):
+                                                           tmp_path, capsys):
   out = tmp_path / "out"
-  code, stdout, stderr = _compare(f"--dirs={','.join(searches)}",
-                                  f"--results_dir={out}")
+  code, stdout, stderr = _compare_process(f"--dirs={','.join(searches)}",
+                                          f"--results_dir={out}")
   assert code == 0, stderr
   assert "| lstm: learning_rate=0.0003, forget_bias=1 | 3 (0, 1, 2) | 70 |" in (
       stdout)
   assert sorted(os.listdir(out)) == ["compare.json", "compare.md",
                                      "compare.png"]
-  code, stdout, stderr = _compare(f"--dirs={searches[0]},{tmp_path}/none",
-                                  f"--results_dir={out}")
+  code, stdout, stderr = _compare(
+      capsys, f"--dirs={searches[0]},{tmp_path}/none", f"--results_dir={out}")
   assert code == 2 and not stdout
   assert stderr.strip().splitlines() == [
       f"error: --dirs: '{tmp_path}/none' holds no horizon search (no "
@@ -197,8 +209,8 @@ def test_the_command_line_compares_and_refuses_in_one_line(searches,
       (f"{tmp_path}/bad", "horizon.json is not a horizon search's"),
       (f"{tmp_path}/old", "migrate the directory once with: python -m "
        f"experiments.migrate --results_dir={tmp_path}/old")]:
-    code, stdout, stderr = _compare(f"--dirs={searches[0]},{given}",
-                                    f"--results_dir={out}")
+    code, stdout, stderr = _compare(
+        capsys, f"--dirs={searches[0]},{given}", f"--results_dir={out}")
     assert code == 2 and not stdout
     (line,) = stderr.strip().splitlines()
     assert line.startswith("error: --dirs: ") and given in line

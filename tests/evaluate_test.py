@@ -29,6 +29,7 @@ def test_evaluate_reloads_parameters_and_tests_other_lengths(tmp_path):
   assert {r["test_length"] for r in evaluated} == {3, 6}
   assert "| lstm | 3 |" in evaluate.table(evaluated)
 
+  # The entrypoint's one smoke test in a process of its own.
   out = subprocess.run(
       [sys.executable, "-m", "experiments.evaluate",
        f"--results_dir={tmp_path}", "--lengths=3,6"],
@@ -44,18 +45,21 @@ def test_evaluate_reloads_parameters_and_tests_other_lengths(tmp_path):
     # A file of the sweep instead of its directory.
     (["--results_dir={sweep}/config.json"], "--results_dir"),
 ])
-def test_evaluate_bad_flags_are_one_line_errors(tmp_path, args, flag):
+def test_evaluate_bad_flags_are_one_line_errors(tmp_path, args, flag,
+                                                capsys):
   if "--results_dir=/" not in args[0]:
     sweep.run_sweep(sweep.SweepConfig(cells=("rnn",), lengths=(3,),
                                       base=TINY), str(tmp_path))
     args = ([a.format(sweep=tmp_path) for a in args]
             if "{sweep}" in args[0] else args + [f"--results_dir={tmp_path}"])
-  out = subprocess.run([sys.executable, "-m", "experiments.evaluate", *args],
-                       cwd=REPO, capture_output=True, text=True)
-  assert out.returncode != 0
-  errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+  capsys.readouterr()  # The sweep's progress.
+  status = evaluate_main.COMMAND.execute(evaluate_main.main,
+                                         ["evaluate", *args])
+  stderr = capsys.readouterr().err
+  assert status != 0
+  errors = [l for l in stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and flag in errors[0]
-  assert "Traceback" not in out.stderr
+  assert "Traceback" not in stderr
 
 
 def test_evaluate_reports_missing_and_corrupt_parameters(tmp_path):

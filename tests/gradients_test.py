@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from experiments import gradients as gradients_main
 from palindrome_jax import cells
 from palindrome_jax import data
 from palindrome_jax import gradients
@@ -182,8 +183,9 @@ def test_an_interrupted_measure_writes_nothing(tmp_path):
 
 
 def test_entrypoint_end_to_end(tmp_path):
-  # The training is horizon_test's end-to-end one: its compiled programs are
-  # in the tests' compilation cache (conftest) when both run.
+  # The entrypoint's one smoke test in a process of its own. The training is
+  # horizon_test's end-to-end one: its compiled programs are in the tests'
+  # compilation cache (conftest) when both run.
   out = tmp_path / "out"
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.gradients", "--cells=rnn",
@@ -251,17 +253,18 @@ def test_chrono_keeps_the_first_digits_gradient_at_init():
           0.1 * first_over_last(10, chrono_per_digit=1.0))
 
 
-def test_entrypoint_init_only(tmp_path):
+def test_entrypoint_init_only(tmp_path, capsys):
+  # In this process, as the command line calls main (the flags put back).
   out = tmp_path / "out"
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.gradients", "--cells=lstm",
-       "--length=3", "--init_only", "--forget_bias=1", "--num_hidden=4",
-       "--batch_size=8", f"--results_dir={out}"],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  status = gradients_main.COMMAND.execute(gradients_main.main, [
+      "gradients", "--cells=lstm", "--length=3", "--init_only",
+      "--forget_bias=1", "--num_hidden=4", "--batch_size=8",
+      f"--results_dir={out}"])
+  stdout, stderr = capsys.readouterr()
+  assert status == 0, stderr[-3000:]
   saved = io.read_json(str(out / "gradients.json"))
   assert saved["init_only"]
   assert saved["training_settings"]["forget_bias"] == 1.0
   assert "trained" not in saved["cells"]["lstm"]
-  assert "| lstm | total |" in proc.stdout
-  assert "at initialisation (nothing trained)" in proc.stdout
+  assert "| lstm | total |" in stdout
+  assert "at initialisation (nothing trained)" in stdout

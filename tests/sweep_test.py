@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from experiments import sweep as sweep_main
 from palindrome_jax import files as io
 from palindrome_jax import results
 from palindrome_jax import sweep
@@ -28,19 +29,31 @@ def _results(rows):
   return [{k: row[k] for k in RESULT_FIELDS} for row in rows]
 
 
-def _sweep_cmd(results_dir, *extra):
-  return [sys.executable, "-m", "experiments.sweep", "--cells=rnn,lstm",
-          "--lengths=3,4", "--batch_size=8", "--num_hidden=8",
-          "--train_steps=60", "--log_every=20", "--eval_batches=2",
-          "--cpu_devices=1", f"--results_dir={results_dir}", *extra]
+def _sweep_args(results_dir):
+  return ["--cells=rnn,lstm", "--lengths=3,4", "--batch_size=8",
+          "--num_hidden=8", "--train_steps=60", "--log_every=20",
+          "--eval_batches=2", "--cpu_devices=1", f"--results_dir={results_dir}"]
 
 
-def test_killed_sweep_resumes_to_identical_results(tmp_path):
+def _sweep_in_process(results_dir, capsys):
+  """``python -m experiments.sweep`` in this process (the flags put back);
+  returns its stderr."""
+  capsys.readouterr()
+  status = sweep_main.COMMAND.execute(sweep_main.main,
+                                      ["sweep", *_sweep_args(results_dir)])
+  stderr = capsys.readouterr().err
+  assert status == 0, stderr[-3000:]
+  return stderr
+
+
+def test_killed_sweep_resumes_to_identical_results(tmp_path, capsys):
   full, killed = tmp_path / "full", tmp_path / "killed"
-  subprocess.run(_sweep_cmd(full), cwd=REPO, check=True, capture_output=True)
+  _sweep_in_process(full, capsys)
 
-  proc = subprocess.Popen(_sweep_cmd(killed), cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # Killed: a process of its own.
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "experiments.sweep", *_sweep_args(killed)],
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.monotonic() + 120
   runs = killed / "runs"
   while time.monotonic() < deadline and proc.poll() is None:
@@ -55,9 +68,8 @@ def test_killed_sweep_resumes_to_identical_results(tmp_path):
   assert 1 <= len(finished_before) < 4
   assert not (killed / "results.json").exists()
 
-  rerun = subprocess.run(_sweep_cmd(killed), cwd=REPO, check=True,
-                         capture_output=True, text=True)
-  assert "finished earlier, skipped" in rerun.stderr
+  rerun = _sweep_in_process(killed, capsys)
+  assert "finished earlier, skipped" in rerun
   assert _results(io.read_json(killed / "results.json")) == _results(
       io.read_json(full / "results.json"))
   assert len(io.read_json(killed / "results.json")) == 4
