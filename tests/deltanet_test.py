@@ -322,11 +322,9 @@ def test_last_equals_the_scans_last_output_and_final_carry():
 
 @pytest.mark.slow
 def test_learns_length_5_with_two_residual_layers():
-  if "num_layers" not in train.RunConfig.__dataclass_fields__:
-    pytest.skip("RunConfig has no num_layers yet")
   cfg = train.RunConfig(cell="gated_deltanet", length=5, num_layers=2,
                         block="residual", num_hidden=32, learning_rate=1e-2,
-                        train_steps=300, batch_size=32, log_every=50,
+                        train_steps=500, batch_size=32, log_every=50,
                         eval_batches=5)
   result = train.train_and_evaluate(cfg, seeds=(42,))
   seed = result.seeds[0]

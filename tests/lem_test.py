@@ -160,8 +160,6 @@ def test_gradients_match_central_differences_in_float64():
 
 @pytest.mark.slow
 def test_learns_length_5_with_two_stacked_layers():
-  if "num_layers" not in train.RunConfig.__dataclass_fields__:
-    pytest.skip("RunConfig has no num_layers yet")
   cfg = train.RunConfig(cell="lem", length=5, num_layers=2, block="stack",
                         num_hidden=32, learning_rate=1e-2, train_steps=300,
                         batch_size=32, log_every=50, eval_batches=5)

@@ -1,7 +1,6 @@
 """The sLSTM and mLSTM cells: plain-numpy references, the stabiliser, the
 parallel form, gradients, parameter counts, shapes and a short training."""
 
-import dataclasses
 import functools
 import math
 
@@ -448,15 +447,13 @@ def test_shapes_and_dtypes_under_strict_promotion(name):
     ("slstm", "stack", 1e-2, 32), ("mlstm_parallel", "residual", 3e-3, 128)])
 def test_learns_length_5_at_two_layers(name, block, learning_rate,
                                        batch_size):
-  if "num_layers" not in {f.name for f in dataclasses.fields(RunConfig)}:
-    pytest.skip("RunConfig has no num_layers yet")
   cfg = RunConfig(cell=name, length=5, num_layers=2, block=block,
-                  num_hidden=32, train_steps=450, batch_size=batch_size,
+                  num_hidden=32, train_steps=600, batch_size=batch_size,
                   learning_rate=learning_rate, log_every=50, eval_batches=20,
                   stop_when_solved=True, eval_every=50, confirm_batches=20)
   result = train.train_and_evaluate(cfg, seeds=(42,))
   seed = result.seeds[0]
   assert seed.status == "ok"
-  assert seed.steps_to_solve is not None and seed.train_steps < 450
+  assert seed.steps_to_solve is not None and seed.train_steps < 600
   assert seed.test_accuracy >= 0.99
   assert seed.history["accuracy"][0] < 0.5  # It learned: near chance first.
