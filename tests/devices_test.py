@@ -198,6 +198,6 @@ def test_barrier_without_the_distributed_client_says_which_jax_has_it(
   devices.barrier("alone")  # One process: returns at once.
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   monkeypatch.setattr(devices, "_jax_distributed", None)
-  with pytest.raises(RuntimeError, match=r"wait_at_barrier \(in JAX 0\.4\.35 "
-                     r"to 0\.10\.2\); JAX .* has none"):
+  with pytest.raises(RuntimeError, match=r"wait_at_barrier \(in JAX 0\.8\.2 "
+                     r"\(the floor\) to 0\.10\.2\); JAX .* has none"):
     devices.barrier("two")
