@@ -4,6 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from palindrome_jax import cells
+from palindrome_jax import model
+
 
 def assert_matches_central_differences(loss, params, num_directions=3,
                                        eps=1e-6, rtol=1e-7, seed=0):
@@ -24,3 +27,23 @@ def assert_matches_central_differences(loss, params, num_directions=3,
     direction = jax.tree.map(lambda x: rng.standard_normal(x.shape), params)
     numeric, analytic = check(direction)
     np.testing.assert_allclose(analytic, numeric, rtol=rtol)
+
+
+def assert_unrolled_gradients_match(cell, params, input_dim, hidden):
+  """The check above on ``cell`` unrolled over random float64 inputs ``[3,
+  7, input_dim]``: the last output against a random target, plus every
+  output (so every step's gradient counts)."""
+  inputs = np.random.default_rng(5).normal(size=(3, 7, input_dim))
+  target = np.random.default_rng(6).normal(size=(3, hidden))
+
+  def loss(params):
+    _, h_TxBxH = model.unroll(cell, params, inputs, hidden)
+    return jnp.sum(jnp.square(h_TxBxH[-1] - target)) + jnp.sum(h_TxBxH) / 5
+
+  assert_matches_central_differences(loss, params)
+
+
+def count_params(name, input_dim, hidden):
+  """Parameters of the registered cell ``name``'s ``init`` (traced only)."""
+  return model.num_params(jax.eval_shape(
+      lambda: cells.get(name).init(jax.random.PRNGKey(0), input_dim, hidden)))

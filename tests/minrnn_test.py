@@ -193,20 +193,11 @@ def test_parallel_equals_sequential_in_float64(kind):
 def test_gradients_match_central_differences_in_float64(kind):
   cell = cells.get(f"{kind}_parallel")
   with jax.enable_x64(True):
-    params = _params64(kind, 2, 3)
-    inputs = np.random.default_rng(5).normal(size=(3, 7, 2))
-    target = np.random.default_rng(6).normal(size=(3, 3))
-
-    def loss(params):
-      _, h_TxBxH = model.unroll(cell, params, inputs, 3)
-      return jnp.sum(jnp.square(h_TxBxH[-1] - target)) + jnp.sum(h_TxBxH) / 5
-
-    gradcheck.assert_matches_central_differences(loss, params)
+    gradcheck.assert_unrolled_gradients_match(cell, _params64(kind, 2, 3),
+                                              2, 3)
 
 
-def _count(name, input_dim, hidden):
-  return model.num_params(jax.eval_shape(
-      lambda: cells.get(name).init(jax.random.PRNGKey(0), input_dim, hidden)))
+_count = gradcheck.count_params
 
 
 def test_param_counts_by_hand():
