@@ -148,6 +148,9 @@ def base_run_config(lengths: Sequence[int],
   N (--chrono_per_digit: T_max = c x N, which grows with N) is checked at the
   lengths asked for, not at one they do not include."""
   length = min(lengths)
+  if RUN_FLAGS["num_params"].present and RUN_FLAGS["num_hidden"].present:
+    raise validation.FlagError(
+        "num_params", "sets each cell's --num_hidden; give one of the two")
   base = cli.from_flags(config.RunConfig, RUN_FLAGS, cell=cell, length=length)
   for name in cell_names():
     cli.from_flags(config.RunConfig, RUN_FLAGS, cell=name, length=length)

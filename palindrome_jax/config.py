@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 from palindrome_jax import cells as cells_lib
 from palindrome_jax import data
 from palindrome_jax import model
+from palindrome_jax import sizing
 
 OPTIMIZERS = ("adam", "rmsprop")
 # The version of the compiled training program, kept with every run's
@@ -70,6 +71,10 @@ def non_negative_int(value) -> Optional[str]:
   if isinstance(value, bool) or not isinstance(value, int) or value < 0:
     return f"must be an integer >= 0, got {value}"
   return None
+
+
+def positive_int_or_none(value) -> Optional[str]:
+  return None if value is None else positive_int(value)
 
 
 def positive(value) -> Optional[str]:
@@ -211,6 +216,12 @@ class RunConfig:
   batch_size: int = setting(128, "Examples per training and test batch.",
                             positive_int)
   num_hidden: int = setting(128, "Hidden units of each cell.", positive_int)
+  num_params: Optional[int] = setting(
+      None, "Size every cell to about this many parameters: each cell's "
+      "--num_hidden becomes the width whose total parameter count (with its "
+      "layers, block and readout) is closest to it; run records give the "
+      "width, the count and the state size. Unset: --num_hidden.",
+      positive_int_or_none, flag_type=int)
   num_layers: int = setting(
       1, "Recurrent layers, stacked layer-major (each layer's output sequence "
       "is the next layer's input); 1: the original model.", positive_int)
@@ -280,6 +291,8 @@ class RunConfig:
 
   def __post_init__(self):
     check_fields(self)
+    if self.num_params is not None:
+      self._size_to_budget()
     if self.chrono_per_digit is not None and not self.chrono_t_max_used > 2:
       raise ConfigError("chrono_per_digit", f"T_max = {self.chrono_per_digit}"
                         f" x N = {self.chrono_t_max_used} must be > 2")
@@ -289,6 +302,17 @@ class RunConfig:
       # A user's factory (--cell_module) that rejects the init options.
       raise ConfigError("cell", f"cannot build {self.cell!r}: "
                         f"{type(error).__name__}: {error}") from None
+
+  def _size_to_budget(self) -> None:
+    """``num_hidden`` from ``num_params`` (see :mod:`sizing`)."""
+    if self.cell not in cells_lib.names():
+      return  # check_fields refused it already; for type checkers.
+    try:
+      width = sizing.width_for(self.cell, self.num_params, self.input_dim,
+                               self.num_layers, self.block)
+    except ValueError as error:
+      raise ConfigError("num_params", str(error)) from None
+    object.__setattr__(self, "num_hidden", width)
 
   def program(self) -> "RunConfig":
     """The fields that shape the compiled programs, the rest at their
@@ -303,6 +327,11 @@ class RunConfig:
     search) share, and what must match for them to share a directory."""
     settings = dataclasses.asdict(self)
     del settings["cell"], settings["length"]
+    if self.num_params is None:
+      # Unset, it is not recorded: directories from before it match.
+      del settings["num_params"]
+    else:
+      del settings["num_hidden"]  # Each cell's own: its records give it.
     return settings
 
   def make_cell(self) -> cells_lib.Cell:

@@ -161,6 +161,7 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
   lines += [f"{len(rows)} runs: cells {listed('cell')}; N = "
             f"{listed('length')}; seeds {listed('seed')}. "
             f"{_where_trained(rows, config)}", ""]
+  lines += _sizes(rows, settings)
   lines += ["## Test accuracy", "",
             f"Mean ± std over seeds, on {settings.get('eval_batches', '?')} "
             "fresh test batches (%).", "",
@@ -203,6 +204,29 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
   if provenance:
     lines += [*provenance, ""]
   return "\n".join(lines)
+
+
+def _sizes(rows: list[dict], settings: dict[str, Any]) -> list[str]:
+  """Each cell's width, parameters and state size (its first run's)."""
+  first = {}
+  for r in rows:
+    if r.get("num_params") is not None and is_number(r["num_params"]):
+      first.setdefault(r["cell"], r)
+  if not first:
+    return []
+  budget = settings.get("num_params")
+  return ["## Model sizes", "",
+          (f"Each cell at the width whose parameter count is closest to "
+           f"{budget:,} (--num_params). " if budget else "")
+          + "State: the floats one example carries from step to step, over "
+          "all layers.", "",
+          *table(["cell", "layers", "width", "parameters", "state"],
+                 [[cell, settings.get("num_layers", 1),
+                   r.get("num_hidden", settings.get("num_hidden", MISSING)),
+                   f"{int(r['num_params']):,}",
+                   MISSING if r.get("state_size") is None
+                   else f"{r['state_size']:,}"]
+                  for cell, r in first.items()]), ""]
 
 
 def _settings_table(settings: dict[str, Any]) -> list[str]:

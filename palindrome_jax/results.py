@@ -74,7 +74,8 @@ FORMAT_VERSION = 2
 ROW_FIELDS = ("cell", "length", "seed", "status", "test_accuracy", "test_loss",
               "steps_to_solve", "final_train_loss", "final_train_accuracy",
               "train_steps", "wall_seconds", "compile_seconds",
-              "steps_per_second", "num_params", "seeds_in_program")
+              "steps_per_second", "num_params", "num_hidden", "state_size",
+              "seeds_in_program")
 
 
 def trained_on() -> dict[str, str]:
@@ -297,7 +298,8 @@ RECORD_SCHEMA: Schema = {
         "final_train_accuracy", "wall_seconds", "compile_seconds",
         "steps_per_second", "num_params")},
     **{field: ("an integer or null", or_null(is_int))
-       for field in ("steps_to_solve", "train_steps")},
+       for field in ("steps_to_solve", "train_steps", "num_hidden",
+                     "state_size")},
     "seeds_in_program": ("an integer", is_int),
     "history": ("an object of lists", lambda v: isinstance(v, dict) and all(
         isinstance(x, list) for x in v.values())),
@@ -305,8 +307,9 @@ RECORD_SCHEMA: Schema = {
     "trained_on": ("an object", lambda v: isinstance(v, dict)),
     "provenance": ("an object", lambda v: isinstance(v, dict)),
 }
-# Records written before provenance was kept lack it.
-RECORD_OPTIONAL = ("provenance",)
+# Records written before provenance, the width and the state size were kept
+# lack them.
+RECORD_OPTIONAL = ("provenance", "num_hidden", "state_size")
 # What a run that ended ok must have measured (finite parameters always
 # give an accuracy; a loss may overflow).
 OK_MEASURES = ("test_accuracy",)

@@ -33,6 +33,7 @@ import numpy as np
 from palindrome_jax import devices as devices_lib
 from palindrome_jax import metrics
 from palindrome_jax import model
+from palindrome_jax import sizing
 from palindrome_jax import progress as progress_lib
 from palindrome_jax import report
 from palindrome_jax import results as results_lib
@@ -392,6 +393,15 @@ def _param_counts(params: Any) -> dict[str, Any]:
           "per_layer": None}
 
 
+def _state_size(cfg: train.RunConfig) -> Optional[int]:
+  """Floats one example carries between steps (None for a cell whose
+  carry cannot be built from its name alone, e.g. a test's stand-in)."""
+  try:
+    return sizing.state_size(cfg.cell, cfg.num_hidden, cfg.num_layers)
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
 def _row(program: train.GroupResult, seed_result: train.SeedResult,
          counts: dict[str, Any]) -> dict[str, Any]:
   """A trained run's record (:data:`results.ROW_FIELDS`); ``counts`` are
@@ -410,6 +420,8 @@ def _row(program: train.GroupResult, seed_result: train.SeedResult,
       "compile_seconds": program.compile_seconds,
       "steps_per_second": program.steps_per_second,
       "num_params": counts["total"],
+      "num_hidden": cfg.num_hidden,
+      "state_size": _state_size(cfg),
       "params_per_layer": counts["per_layer"],
       "seeds_in_program": len(program.seeds),
       "history": seed_result.history,

@@ -109,9 +109,13 @@ def test_program_keeps_what_shapes_the_program_and_nothing_else():
 
 
 def test_training_settings_are_every_field_but_cell_and_length():
-  settings = config.RunConfig().training_settings()
+  # And of num_hidden and num_params the one that is set: a budget sizes
+  # each cell to its own width (see sizing_test).
   names = {f.name for f in dataclasses.fields(config.RunConfig)}
-  assert set(settings) == names - {"cell", "length"}
+  settings = config.RunConfig().training_settings()
+  assert set(settings) == names - {"cell", "length", "num_params"}
+  settings = config.RunConfig(num_params=5000).training_settings()
+  assert set(settings) == names - {"cell", "length", "num_hidden"}
 
 
 def test_chrono_per_digit_scales_t_max_with_the_length():
