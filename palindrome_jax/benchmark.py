@@ -15,8 +15,9 @@ the numbers are those of what the sweep runs:
   adds the PyTorch baselines (``experiments/torch_baselines.py``), which
   need the optional torch extra, so the library never imports torch.
 
-Each is warmed up, then timed ``repeats`` times after ``block_until_ready``;
-steps/s is the median. Compile time is measured apart (``.lower().compile()``).
+Each is warmed up, then timed ``repeats`` times after ``block_until_ready``,
+the methods of one (cell, N) taking turns repeat by repeat (A B A B); steps/s
+is the median. Compile time is measured apart (``.lower().compile()``).
 The work of a step is counted twice: by hand (:func:`flops_per_step`, the
 matmuls only) and by XLA (:func:`xla_flops`, from the compiled jitted step's
 ``cost_analysis()``, every op).
@@ -266,18 +267,6 @@ class Method(NamedTuple):
   prepare: Callable[[train.RunConfig, int, int], "Prepared"]
 
 
-def time_steps(run: Callable[[int], None], steps: int, repeats: int,
-               warmup_steps: int) -> list[float]:
-  """Steps/s of ``repeats`` timed runs of ``steps`` steps, after a warm-up."""
-  run(warmup_steps)
-  rates = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run(steps)
-    rates.append(steps / max(time.perf_counter() - start, 1e-12))
-  return rates
-
-
 # FLOPs and the machine's matmul rate, to say how far from the limit we are.
 
 
@@ -461,40 +450,83 @@ def _cpu_model() -> str:
 # The run, and what it leaves behind.
 
 
+def _empty_row(cfg: train.RunConfig, method: str, label: str) -> dict:
+  return {"cell": cfg.cell, "length": cfg.length, "method": method,
+          "label": label, "status": "ok", "steps_per_second": None,
+          "repeats_steps_per_second": [], "steps_per_repeat": None,
+          "compile_seconds": None, "speedup_over_eager": None,
+          "gflop_per_step": None, "gflops": None,
+          "percent_of_matmul_peak": None, "xla_gflop_per_step": None,
+          "xla_gflops": None, "xla_gflop_as_compiled": None}
+
+
+def _failed(row: dict, method: str, cfg: train.RunConfig,
+            error: Exception) -> None:
+  # One failing method (out of memory, say) must not cost the others.
+  logging.exception("%s on %s N=%d failed", method, cfg.cell, cfg.length)
+  row["status"] = f"error: {type(error).__name__}: {error}".splitlines()[0]
+
+
+def measure_together(config: BenchmarkConfig, cfg: train.RunConfig,
+                     methods: list[str], peaks: list[dict],
+                     extra_methods: Optional[dict[str, Method]] = None
+                     ) -> list[dict[str, Any]]:
+  """One row per method on ``cfg``; ``status`` says if it was not timed.
+
+  Every method is prepared and warmed up first; then the repeats interleave
+  (repeat 1 of each method, then repeat 2, ...: A B A B), so a machine
+  that slows down or speeds up while it runs shifts every method alike and
+  the ratios between rows stay stable.
+  """
+  extra_methods = extra_methods or {}
+  rows, runs = {}, {}
+  for method in methods:
+    outside = method in extra_methods
+    rows[method] = row = _empty_row(
+        cfg, method, extra_methods[method].label if outside
+        else LABELS[method])
+    prepare = extra_methods[method].prepare if outside else _PREPARE[method]
+    steps = config.eager_steps if method == "eager" else config.steps
+    try:
+      prepared = prepare(cfg, config.seed, steps)
+      prepared.run(prepared.warmup_steps)
+    except Skip as reason:
+      row["status"] = f"skipped: {reason}"
+      continue
+    except Exception as error:  # pylint: disable=broad-except
+      _failed(row, method, cfg, error)
+      continue
+    runs[method] = (prepared, steps)
+    row.update(steps_per_repeat=steps,
+               compile_seconds=prepared.compile_seconds)
+  for _ in range(config.repeats):
+    for method, (prepared, steps) in list(runs.items()):
+      try:
+        start = time.perf_counter()
+        prepared.run(steps)  # It blocks until the state is ready.
+        rows[method]["repeats_steps_per_second"].append(
+            steps / max(time.perf_counter() - start, 1e-12))
+      except Exception as error:  # pylint: disable=broad-except
+        _failed(rows[method], method, cfg, error)
+        del runs[method]
+  for method in runs:
+    _add_rates(rows[method], cfg, peaks)
+  return [rows[method] for method in methods]
+
+
 def measure(config: BenchmarkConfig, cfg: train.RunConfig, method: str,
             peaks: list[dict],
             extra_methods: Optional[dict[str, Method]] = None
             ) -> dict[str, Any]:
   """One row: ``method`` on ``cfg``, timed; ``status`` says if it was not."""
-  extra_methods = extra_methods or {}
-  label = (extra_methods[method].label if method in extra_methods
-           else LABELS[method])
-  prepare = (extra_methods[method].prepare if method in extra_methods
-             else _PREPARE[method])
-  row = {"cell": cfg.cell, "length": cfg.length, "method": method,
-         "label": label, "status": "ok", "steps_per_second": None,
-         "repeats_steps_per_second": [], "steps_per_repeat": None,
-         "compile_seconds": None, "speedup_over_eager": None,
-         "gflop_per_step": None, "gflops": None, "percent_of_matmul_peak": None,
-         "xla_gflop_per_step": None, "xla_gflops": None,
-         "xla_gflop_as_compiled": None}
-  steps = config.eager_steps if method == "eager" else config.steps
-  try:
-    prepared = prepare(cfg, config.seed, steps)
-    rates = time_steps(prepared.run, steps, config.repeats,
-                       prepared.warmup_steps)
-  except Skip as reason:
-    row["status"] = f"skipped: {reason}"
-    return row
-  except Exception as error:  # pylint: disable=broad-except
-    # One failing method (out of memory, say) must not cost the others.
-    logging.exception("%s on %s N=%d failed", method, cfg.cell, cfg.length)
-    row["status"] = f"error: {type(error).__name__}: {error}".splitlines()[0]
-    return row
+  return measure_together(config, cfg, [method], peaks, extra_methods)[0]
+
+
+def _add_rates(row: dict, cfg: train.RunConfig, peaks: list[dict]) -> None:
+  """Steps/s (the median repeat) and the FLOP rates it makes."""
+  rates = row["repeats_steps_per_second"]
+  rate = row["steps_per_second"] = statistics.median(rates)
   flops = flops_per_step(cfg)
-  rate = statistics.median(rates)
-  row.update(steps_per_second=rate, repeats_steps_per_second=rates,
-             steps_per_repeat=steps, compile_seconds=prepared.compile_seconds)
   if flops is not None:
     row.update(gflop_per_step=flops / 1e9, gflops=flops * rate / 1e9)
     width = recurrent_width(cfg)
@@ -507,11 +539,12 @@ def measure(config: BenchmarkConfig, cfg: train.RunConfig, method: str,
   if counted["per_step"] is not None:
     row.update(xla_gflop_per_step=counted["per_step"] / 1e9,
                xla_gflops=counted["per_step"] * rate / 1e9)
+  compile_seconds = row["compile_seconds"]
   logging.info("%s N=%d %-16s %10.1f steps/s  (repeats %s)%s", cfg.cell,
-               cfg.length, method, rate, ", ".join(f"{r:.1f}" for r in rates),
-               "" if prepared.compile_seconds is None
-               else f"  compile {prepared.compile_seconds:.2f} s")
-  return row
+               cfg.length, row["method"], rate,
+               ", ".join(f"{r:.1f}" for r in rates),
+               "" if compile_seconds is None
+               else f"  compile {compile_seconds:.2f} s")
 
 
 def _add_speedups(rows: list[dict]) -> None:
@@ -554,8 +587,7 @@ def run_benchmark(config: BenchmarkConfig,
       extra_methods)
   rows = []
   for cfg in config.run_configs():
-    for method in methods:
-      rows.append(measure(config, cfg, method, peaks, extra_methods))
+    rows.extend(measure_together(config, cfg, methods, peaks, extra_methods))
   _add_speedups(rows)
   settings = {"cells": list(config.cells), "lengths": list(config.lengths),
               "steps": config.steps, "eager_steps": config.eager_steps,

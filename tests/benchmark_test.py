@@ -200,3 +200,30 @@ def test_entrypoint_rejects_bad_flags(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       "error: --lengths: 'x' is not an integer (in '5,x')"]
+
+
+def test_the_methods_of_one_setting_take_turns_repeat_by_repeat():
+  # A B A B: a machine that slows down mid-way shifts every method alike.
+  calls = []
+
+  def method(name):
+    def prepare(cfg, seed, steps):
+      del cfg, seed
+      return benchmark.Prepared(lambda n: calls.append((name, n)), None,
+                                warmup_steps=1 if steps else 0)
+    return benchmark.Method(name, prepare)
+
+  def skipped(cfg, seed, steps):
+    raise benchmark.Skip("not here")
+
+  extra = {"a": method("a"), "b": method("b"),
+           "c": benchmark.Method("c", skipped)}
+  rows = benchmark.measure_together(
+      tiny(repeats=3), train.RunConfig(cell="rnn", length=3), ["a", "c", "b"],
+      peaks=[], extra_methods=extra)
+  assert calls == [("a", 1), ("b", 1)] + [("a", 5), ("b", 5)] * 3
+  assert [r["method"] for r in rows] == ["a", "c", "b"]
+  assert rows[1]["status"] == "skipped: not here"
+  assert [len(r["repeats_steps_per_second"]) for r in rows] == [3, 0, 3]
+  assert rows[0]["steps_per_second"] == np.median(
+      rows[0]["repeats_steps_per_second"])
