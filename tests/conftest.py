@@ -8,10 +8,15 @@ an error, so shapes in the library are always spelled out.
 import contextlib
 import os
 
-# No persistent compilation cache for the suite: with jaxlib 0.10.2 on a CPU,
-# writing some of its programs to one aborted the process and reading one
-# back crashed it (a CI rehearsal, twice). Programs compiled in this process
-# are still reused from memory.
+# No persistent compilation cache anywhere in the suite: not in this process
+# (the entrypoints run in it through Command.execute would otherwise turn on
+# their default --compilation_cache_dir, ~/.cache/palindrome_jax/xla) and not
+# in the entrypoints it starts (they inherit the environment). With jaxlib
+# 0.10.2 on a CPU, reading an entry back in the suite's process crashed it
+# (CI: a segfault in compilation_cache.get_executable_and_time) and writing
+# one aborted it. Programs compiled in a process are still reused from
+# memory; cache_test.py covers the cache itself, in processes of its own.
+os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
 
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
