@@ -581,7 +581,8 @@ def benchmark_report(bench: Any) -> str:
       f"hidden, {train_config['encoding']} input, {train_config['optimizer']} "
       f"after clipping; median of {settings['repeats']} repeats of "
       f"{settings['steps']} steps ({settings['eager_steps']} for eager), "
-      "after a warm-up",
+      "after a warm-up, the methods of each row group taking turns repeat "
+      "by repeat",
       "- fp32 matmul rate: " + "; ".join(
           f"{p['shape']} {significant(p['gflops'])} GFLOP/s"
           + (f" ({', '.join(p['cells'])})" if p["cells"] else "")
