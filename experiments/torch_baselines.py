@@ -207,6 +207,12 @@ def original_trainer(cfg: train.RunConfig, seed: int,
 def fused_trainer(cfg: train.RunConfig, seed: int,
                   device: torch.device) -> Callable[[int], None]:
   """``nn.RNN``/``nn.LSTM``/``nn.GRU`` with batches made on tensors."""
+  return fused_run(cfg, seed, device)[0]
+
+
+def fused_run(cfg: train.RunConfig, seed: int, device: torch.device):
+  """``(run, model, next_batch)`` of :func:`fused_trainer`: its trainer, the
+  model it trains, and the batches it draws (for a test after training)."""
   if cfg.cell not in FUSED_CELLS:
     raise ValueError(f"PyTorch has no fused {cfg.cell!r} module")
   with torch.random.fork_rng(devices=[]):
@@ -224,4 +230,4 @@ def fused_trainer(cfg: train.RunConfig, seed: int,
     return (_encode(full_BxP[:, :cfg.length], cfg.encoding),
             full_BxP[:, cfg.length])
 
-  return _trainer(model, next_batch, cfg, device)
+  return _trainer(model, next_batch, cfg, device), model, next_batch

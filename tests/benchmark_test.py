@@ -227,3 +227,25 @@ def test_the_methods_of_one_setting_take_turns_repeat_by_repeat():
   assert [len(r["repeats_steps_per_second"]) for r in rows] == [3, 0, 3]
   assert rows[0]["steps_per_second"] == np.median(
       rows[0]["repeats_steps_per_second"])
+
+
+def test_the_torch_sweep_trains_and_tests_every_run(capsys):
+  pytest.importorskip("torch")
+  from experiments import torch_sweep  # pylint: disable=g-import-not-at-top
+  status = torch_sweep.COMMAND.execute(torch_sweep.main, [
+      "torch_sweep", "--cells=rnn,lstm", "--lengths=3,4", "--batch_size=8",
+      "--num_hidden=8", "--train_steps=5", "--eval_batches=2"])
+  out, err = capsys.readouterr()
+  assert status == 0, err
+  assert [line.split(":")[0] for line in out.splitlines()[1:]] == [
+      "rnn N=3", "rnn N=4", "lstm N=3", "lstm N=4"]
+  assert "4 runs in" in err
+
+
+def test_the_torch_sweep_refuses_a_cell_torch_lacks(capsys):
+  pytest.importorskip("torch")
+  from experiments import torch_sweep  # pylint: disable=g-import-not-at-top
+  status = torch_sweep.COMMAND.execute(torch_sweep.main, [
+      "torch_sweep", "--cells=lru", "--lengths=3"])
+  assert status == 2
+  assert "error: --cells: PyTorch has no fused 'lru'" in capsys.readouterr().err
