@@ -8,6 +8,13 @@ differ from experiments.horizon's defaults. Writes compare.md (per recipe: its
 horizon and the lengths tried, seeds solved and steps to solve), compare.json
 and compare.png in --results_dir. Reads only what the searches recorded:
 nothing is trained, and a search still running can be compared as it stands.
+
+A directory of --dirs that holds a grid (experiments.horizon with a training
+flag given several values, e.g. --learning_rate=3e-4,1e-3) stands for its
+points' searches; per cell, compare.md and compare.json then name the
+grid's best point (the largest horizon; a tie broken by the fewest median
+steps to solve at it) and say why it won. A grid of sweeps is refused: it
+has no horizons.
 """
 
 from absl import flags
@@ -20,7 +27,8 @@ from palindrome_jax import validation
 COMMAND = common.command(__doc__, shared=())  # It trains nothing.
 DIRS = flags.DEFINE_string(
     "dirs", None, "Comma-separated results directories of "
-    "experiments.horizon, each holding a horizon.json.",
+    "experiments.horizon, each holding a horizon.json, or a grid of "
+    "searches (a grid.json): each of its points.",
     flag_values=COMMAND.flag_values)
 ONLY_CELLS = flags.DEFINE_string(
     "only_cells", None, "Comma-separated cells to keep; default: every cell "
@@ -39,10 +47,12 @@ def main(argv):
   directories = cli.parse_items("dirs", DIRS.value, str)
   if not directories:
     raise validation.FlagError("dirs", "give the searches to compare")
-  searches = []
+  searches, points, not_searched = [], {}, []
   for directory in directories:
     try:
-      searches.append((directory, compare.load(directory)))
+      found, in_grid, missing = compare.load_all(directory)
+    except compare.CompareError as error:  # A grid that has no searches.
+      raise validation.FlagError("dirs", str(error)) from None
     except (FileNotFoundError, NotADirectoryError):  # Or its file given.
       raise validation.FlagError(
           "dirs", f"{directory!r} holds no horizon search (no horizon.json)"
@@ -51,18 +61,21 @@ def main(argv):
       problem = (f"{directory!r}: cannot read it: {error.strerror or error}"
                  if isinstance(error, OSError) else str(error))
       raise validation.FlagError("dirs", problem) from None
+    searches += found
+    points.update(in_grid)
+    not_searched += missing
   cells = (cli.parse_items("only_cells", ONLY_CELLS.value, str)
            if ONLY_CELLS.value is not None else None)
   labels = (cli.parse_items("labels", LABELS.value, str)
             if LABELS.value is not None else None)
   try:
-    found = compare.recipes(searches, cells, labels)
+    found = compare.recipes(searches, cells, labels, points)
   except compare.CompareError as error:
     flag = {"searches": "dirs", "cells": "only_cells"}.get(error.about,
                                                            error.about)
     raise validation.FlagError(flag, str(error)) from None
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
-  compare.write(found, results_dir)
+  compare.write(found, results_dir, not_searched)
   print(compare.summary_table(found))
   print(f"Results in {results_dir}/")
 

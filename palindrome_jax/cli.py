@@ -7,6 +7,12 @@ flags runs the fields' checks, so a bad value is one line that names its flag
 (:class:`~palindrome_jax.validation.FlagError`): ``error: --flag: problem``
 and exit status 2, as for absl's own parse errors, never a traceback.
 
+Flags defined with ``several=True`` (the training flags) also take several
+comma-separated values, a grid (:mod:`palindrome_jax.grid`): one value
+parses as before; several are kept as :class:`Several`, read by
+:func:`several_values` (each parsed and checked as one value would be), and
+refused, one line, by a tool that builds one config (:func:`from_flags`).
+
 A :class:`Command` is one entrypoint: its own flags, on a ``FlagValues`` of
 its own (so entrypoints that each have a ``--results_dir`` import into one
 process, as the tests do), the shared flags its ``--help`` lists, and
@@ -33,12 +39,49 @@ from palindrome_jax import validation
 HELP_ARGS = ("-h", "-help", "--help", "-?", "--helpshort")
 
 
-def define_flags(config_class, skip=(), only=None,
-                 flag_values=None) -> dict[str, flags.FlagHolder]:
+@dataclasses.dataclass(frozen=True)
+class Several:
+  """A flag given several comma-separated values (``text``), each to parse
+  with ``parse_item``, absl's parser of the flag's type: see
+  :func:`several_values`. Spelled as given."""
+
+  text: str
+  parse_item: Callable[[str], Any]
+
+  def __str__(self) -> str:
+    return self.text
+
+
+class SeveralParser(flags.ArgumentParser):
+  """absl's ``item_parser`` for one value (what the flag parsed before), and
+  a text with a comma kept as :class:`Several` for :func:`several_values`,
+  whose errors name the flag in one line."""
+
+  def __init__(self, item_parser: flags.ArgumentParser):
+    self.item_parser = item_parser
+
+  def parse(self, argument):
+    if isinstance(argument, str) and "," in argument:
+      return Several(argument, self.item_parser.parse)
+    return self.item_parser.parse(argument)
+
+  def flag_type(self) -> str:
+    return self.item_parser.flag_type()
+
+
+# absl's parser of one value of each type (as DEFINE_integer, ... use).
+_PARSERS = {int: flags.IntegerParser, float: flags.FloatParser,
+            str: flags.ArgumentParser}
+
+
+def define_flags(config_class, skip=(), only=None, flag_values=None,
+                 several: bool = False) -> dict[str, flags.FlagHolder]:
   """One flag per field of ``config_class`` that has help text: same name (or
   the field's ``flag``), its default, its help. ``only``: just these fields.
   Returns ``{field name: FlagHolder}``. ``flag_values``: where to define them
-  (default absl's ``FLAGS``)."""
+  (default absl's ``FLAGS``). With ``several``, each flag of a number or a
+  string also takes several comma-separated values (:class:`Several`); a
+  bool stays one value (``--flag``/``--noflag``)."""
   flag_values = flags.FLAGS if flag_values is None else flag_values
   holders = {}
   for field in dataclasses.fields(config_class):
@@ -53,11 +96,18 @@ def define_flags(config_class, skip=(), only=None,
           flag_values=flag_values)
       continue
     kind = field.metadata.get("flag_type") or type(default)
+    if several and kind is not bool:
+      holders[field.name] = flags.DEFINE(
+          SeveralParser(_PARSERS[kind]()), name, default,
+          field.metadata["help"], flag_values=flag_values,
+          serializer=flags.ArgumentSerializer())
+      continue
     define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
               float: flags.DEFINE_float, str: flags.DEFINE_string}[kind]
     holders[field.name] = define(name, default, field.metadata["help"],
                                  flag_values=flag_values)
   return holders
+
 
 
 def flag_name(config_class, field_name: str) -> str:
@@ -94,22 +144,71 @@ def checked(flag: str, value: Any, check: config.Check) -> Any:
   return value
 
 
+def _field(config_class, field_name: str) -> dataclasses.Field:
+  return next(f for f in dataclasses.fields(config_class)
+              if f.name == field_name)
+
+
 def _field_value(config_class, field_name: str, holder) -> Any:
   """The value a flag gives its field: for a tuple field, its
-  comma-separated items as the type of its default's items."""
-  default = next(f.default for f in dataclasses.fields(config_class)
-                 if f.name == field_name)
+  comma-separated items as the type of its default's items. Several values
+  (:class:`Several`) are refused: a config takes one."""
+  default = _field(config_class, field_name).default
+  if isinstance(holder.value, Several):
+    raise validation.FlagError(
+        holder.name, f"takes one value here, got {holder.value.text!r} "
+        "(several values, a grid, train in the sweep and the horizon search)")
   if not isinstance(default, tuple):
     return holder.value
   return parse_items(holder.name, holder.value,
                      type(default[0]) if default else str)
 
 
+def several_values(config_class, holders: dict[str, Any]
+                   ) -> dict[str, tuple]:
+  """``{field name: its values}`` for each flag of ``holders`` given several
+  (:class:`Several`), in the fields' order. Each value is parsed as the flag
+  parses one and checked as its field checks one; an empty item, a value of
+  the wrong type, one the check refuses or one given twice (``1e-3,0.001``)
+  is a one-line :class:`FlagError`. Checks that involve other fields run
+  when each point's config is built (:func:`from_flags`)."""
+  values = {}
+  for field in dataclasses.fields(config_class):
+    holder = holders.get(field.name)
+    if holder is not None and isinstance(holder.value, Several):
+      values[field.name] = _several(field, holder.name, holder.value)
+  return values
+
+
+def _several(field: dataclasses.Field, flag: str, several: Several) -> tuple:
+  text = several.text
+  kind = field.metadata.get("flag_type") or type(field.default)
+  what = {int: "an integer", float: "a number"}.get(kind, f"a {kind.__name__}")
+  check = field.metadata.get("check")
+  values = []
+  for item in (item.strip() for item in text.split(",")):
+    if not item:
+      raise validation.FlagError(flag, f"empty item in {text!r}")
+    try:
+      value = several.parse_item(item)
+    except (TypeError, ValueError, OverflowError):
+      raise validation.FlagError(
+          flag, f"{item!r} is not {what} (in {text!r})") from None
+    problem = check(value) if check else None
+    if problem:
+      raise validation.FlagError(flag, f"{problem} (in {text!r})")
+    if value in values:
+      raise validation.FlagError(flag, f"repeated value {item!r} (in "
+                                 f"{text!r})")
+    values.append(value)
+  return tuple(values)
+
+
 def flag_field(config_class, holders: dict[str, Any], name: str) -> Any:
   """The value the flag of ``config_class``'s field ``name`` gives it,
   checked as the field checks it (one-line :class:`FlagError`): for a value
   needed before the whole config can be built."""
-  field = next(f for f in dataclasses.fields(config_class) if f.name == name)
+  field = _field(config_class, name)
   value = _field_value(config_class, name, holders[name])
   check = field.metadata.get("check")
   if check is None:
@@ -118,12 +217,13 @@ def flag_field(config_class, holders: dict[str, Any], name: str) -> Any:
 
 
 def from_flags(config_class, holders: dict[str, Any], **values):
-  """``config_class(**values, **flag values)``; a bad value is a
-  :class:`FlagError` naming its flag."""
+  """``config_class(**values, **flag values)``, ``values`` in place of their
+  flags' (a point of a grid); a bad value is a :class:`FlagError` naming
+  its flag."""
   try:
     return config_class(**values, **{
         name: _field_value(config_class, name, holder)
-        for name, holder in holders.items()})
+        for name, holder in holders.items() if name not in values})
   except config.ConfigError as error:
     raise validation.FlagError(flag_name(config_class, error.field),
                                error.problem) from None
@@ -162,17 +262,19 @@ class Command:
   and the entrypoint's own, defined on it. ``--help`` prints ``doc``, then
   the entrypoint's own flags and the ``shared`` ones it uses, those of each
   of ``groups`` (``(title, flag names)``) apart, each with its help and
-  default. ``defaults`` are the entrypoint's defaults for shared flags (the
-  horizon search stops a seed once it solves), in force only while it
-  parses and runs.
+  default, under the line ``notes`` gives its title, if any. ``defaults``
+  are the entrypoint's defaults for shared flags (the horizon search stops a
+  seed once it solves), in force only while it parses and runs.
   """
 
   def __init__(self, doc: Optional[str], shared: Sequence[str] = (),
                groups: Sequence[tuple[str, Sequence[str]]] = (),
-               defaults: Optional[Mapping[str, Any]] = None):
+               defaults: Optional[Mapping[str, Any]] = None,
+               notes: Optional[Mapping[str, str]] = None):
     self.doc = (doc or "").strip()
     self.shared = tuple(shared)
     self.groups = tuple((title, tuple(names)) for title, names in groups)
+    self.notes = dict(notes or {})
     self.defaults = dict(defaults or {})
     app.define_help_flags()  # As app.run would, so --helpxml still parses.
     self.flag_values = flags.FlagValues()
@@ -203,6 +305,10 @@ class Command:
       if not group:
         continue
       lines.append(f"{title}:")
+      if title in self.notes:
+        lines.append(textwrap.fill(self.notes[title], width=79,
+                                   initial_indent="  ",
+                                   subsequent_indent="  "))
       for name in group:
         flag = self.flag_values[name]
         default = ("" if flag.default is None else

@@ -494,14 +494,81 @@ def compare_table(found: Sequence[Any], checks: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def compare_report(found: Sequence[Any], checks: dict[str, Any]) -> str:
-  """``compare.md``: :func:`compare_table`, the figure, and where each
-  recipe's search is."""
-  return "\n".join([
-      "# Recipes compared", "", compare_table(found, checks),
-      "![seeds solved and steps to solve against N](compare.png)", "",
-      "## Sources", "", *[f"- {r.label}: `{r.directory}`" for r in found],
-      ""])
+def compare_report(found: Sequence[Any], checks: dict[str, Any],
+                   verdicts: Sequence[Any] = (),
+                   not_searched: Sequence[str] = ()) -> str:
+  """``compare.md``: :func:`compare_table`, each grid's best
+  (:func:`grid_verdicts`, if ``verdicts``), the figure, and where each
+  recipe's search is (and which points of a grid have none yet)."""
+  lines = ["# Recipes compared", "", compare_table(found, checks)]
+  if verdicts:
+    lines += [grid_verdicts(verdicts)]
+  lines += ["![seeds solved and steps to solve against N](compare.png)", "",
+            "## Sources", "", *[f"- {r.label}: `{r.directory}`"
+                                for r in found], ""]
+  if not_searched:
+    lines += ["Points of a grid not searched yet:",
+              *[f"- `{path}`" for path in not_searched], ""]
+  return "\n".join(lines)
+
+
+def grid_verdicts(verdicts: Sequence[Any]) -> str:
+  """Markdown: per grid and cell (:class:`palindrome_jax.compare.Verdict`)
+  the best point, its horizon and median steps to solve there, and why it
+  won."""
+  rows = []
+  for v in verdicts:
+    best = v.best
+    rows.append([f"`{v.grid}`", v.cell,
+                 describe(best.point.values) if best else MISSING,
+                 best.horizon if best else MISSING,
+                 _steps(best) if best else MISSING, v.why()])
+  lines = ["## Best of each grid", "",
+           "Per cell, the point of the grid with the largest horizon; a tie "
+           "is broken by the fewest median steps to solve at that horizon.",
+           "", *table(["grid", "cell", "best", "horizon",
+                       "median steps to solve at it", "won"], rows)]
+  unjudged = [f"- `{v.grid}` {v.cell}: {describe(r.point.values)} "
+              f"({'error' if r.horizon == 'error' else 'still searching'})"
+              for v in verdicts for r in v.unjudged]
+  if unjudged:
+    lines += ["", "Not judged (the search has not ended):", *unjudged]
+  return "\n".join(lines) + "\n"
+
+
+def _steps(recipe: Any) -> str:
+  """The median steps to solve at ``recipe``'s horizon, or "–"."""
+  steps = recipe.steps_at_horizon
+  return MISSING if steps is None else f"{steps:g}"
+
+
+def grid_verdict_text(verdict: Any) -> str:
+  """Why a grid's best point won (:class:`palindrome_jax.compare.Verdict`):
+  ``the largest horizon, 40 (learning_rate=0.001: 30)``; ``horizon 12 as
+  learning_rate=0.001, in fewer median steps to solve at N=12: 800 (1500)``;
+  or the tie, or that nothing else ended."""
+  best = verdict.best
+  if best is None and verdict.ranked:
+    return (f"none wins: no point's seeds all solve the shortest length, "
+            f"N={verdict.ranked[0].settings['min_length']}")
+  if best is None:
+    return "no search of this cell has ended"
+  name = describe(best.point.values)
+  if len(verdict.ranked) == 1:
+    return f"{name} wins: the only point whose search ended"
+  tied = verdict.tied
+  if len(tied) > 1:
+    return (f"tie: {', '.join(describe(r.point.values) for r in tied)} "
+            f"(horizon {best.horizon}, median steps {_steps(best)}); "
+            f"{name} listed first")
+  after = verdict.ranked[1]
+  other = describe(after.point.values)
+  if best.entry.get("horizon") != after.entry.get("horizon"):
+    return (f"{name} wins: the largest horizon, {best.horizon} ({other}: "
+            f"{after.horizon})")
+  return (f"{name} wins: horizon {best.horizon} as {other}, in fewer median "
+          f"steps to solve at N={best.entry['horizon']}: {_steps(best)} "
+          f"({other}: {_steps(after)})")
 
 
 # Saved parameters evaluated (see palindrome_jax.evaluate).

@@ -204,3 +204,23 @@ def test_helpfull_lists_absls_flags_too(capsys):
   for name in ("--results_dir", "--cli_test_count", "--verbosity",
                "--[no]helpfull"):
     assert name in stdout, name
+
+
+def test_a_groups_note_follows_its_title_in_the_help(capsys):
+  command, _ = _command("r", notes={"Shared": "Each takes one value."})
+  stdout = _execute(command, None, ["--help"], capsys)[1]
+  assert "Shared:\n  Each takes one value.\n  --cli_test_count: " in stdout
+
+
+def test_several_values_are_opt_in_and_one_value_reads_as_before():
+  plain = flags.FlagValues()
+  cli.define_flags(_Tool, flag_values=plain)
+  with pytest.raises(flags.IllegalFlagValueError):
+    plain(["prog", "--tool_rate=0.25,0.5"])
+  values = flags.FlagValues()
+  several = cli.define_flags(_Tool, flag_values=values, several=True)
+  values(["prog", "--tool_rate=0.25"])
+  assert several["rate"].value == 0.25
+  assert values["tool_rate"].default_as_str == plain["tool_rate"].default_as_str
+  values(["prog", "--tool_rate=0.25,0.5"])
+  assert cli.several_values(_Tool, several) == {"rate": (0.25, 0.5)}

@@ -215,3 +215,13 @@ def test_the_command_line_compares_and_refuses_in_one_line(searches,
     (line,) = stderr.strip().splitlines()
     assert line.startswith("error: --dirs: ") and given in line
     assert problem in line
+
+
+def test_searches_outside_a_grid_have_no_verdict(searches, tmp_path):
+  found = compare.recipes(_load(*searches))
+  assert compare.best_of_grids(found) == []
+  assert all(r.point is None for r in found)
+  compare.write(found, str(tmp_path))
+  assert "Best of each grid" not in (tmp_path / "compare.md").read_text()
+  records = json.loads((tmp_path / "compare.json").read_text())
+  assert all("grid" not in r for r in records)
