@@ -125,6 +125,12 @@ def test_device_memory_on_this_cpu_is_what_the_os_says_is_available():
      "--num_processes: must be >= 1, got 0"),
     (dict(coordinator_address="localhost:1", num_processes=2, process_id=2),
      "--process_id: must be in [0, 1], got 2"),
+    (dict(coordinator_address="nocolon", num_processes=2),
+     "--coordinator_address: must be host:port (process 0's host, a port "
+     "from 1 to 65535), got 'nocolon'"),
+    (dict(coordinator_address="localhost:1", num_processes=2,
+          coordinator_timeout=0),
+     "--coordinator_timeout: must be >= 1 (seconds), got 0"),
 ])
 def test_configure_refuses_bad_settings_before_setting_anything(
     kwargs, line, monkeypatch):
@@ -193,11 +199,10 @@ def test_check_memory_names_what_is_too_large(monkeypatch):
   devices.check_memory([_Cfg("lstm", 20, 8192)], device, estimate)
 
 
-def test_barrier_without_the_distributed_client_says_which_jax_has_it(
+def test_sharing_the_job_name_without_the_distributed_client_says_which_jax(
     monkeypatch):
-  devices.barrier("alone")  # One process: returns at once.
-  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  assert devices.barrier("alone") == []  # One process: returns at once.
   monkeypatch.setattr(devices, "_jax_distributed", None)
-  with pytest.raises(RuntimeError, match=r"wait_at_barrier \(in JAX 0\.8\.2 "
-                     r"\(the floor\) to 0\.10\.2\); JAX .* has none"):
-    devices.barrier("two")
+  with pytest.raises(RuntimeError, match=r"global_state\.client \(in JAX "
+                     r"0\.8\.2 \(the floor\) to 0\.10\.2\); JAX .* has none"):
+    devices._share_job_name(0, 1)  # pylint: disable=protected-access
