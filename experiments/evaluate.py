@@ -2,10 +2,12 @@ r"""Reloads a sweep's saved parameters and reports their test accuracy.
 
     python -m experiments.evaluate --results_dir=results --lengths=10,12,15
 
-Without --lengths each run is tested at the length it trained on.
+Without --lengths each run is tested at the length it trained on. Exit
+status: 1 when nothing could be evaluated (no run's parameters readable).
 """
 
 import os
+import sys
 
 from absl import flags
 
@@ -72,6 +74,10 @@ def main(argv):
   table = evaluate.table(rows)
   files.atomic_write_text(os.path.join(results_dir, "evaluate.md"), table)
   print(table)
+  if not evaluate.evaluated(rows):
+    sys.exit("nothing evaluated: " + (
+        "no run's parameters could be read (listed above)" if rows else
+        f"{results_dir!r} holds no finished run"))
 
 
 if __name__ == "__main__":

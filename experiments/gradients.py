@@ -7,14 +7,18 @@ For every cell, trains at --length and measures the mean over a batch of
 training. Writes gradients.json, gradients.md and gradients.png in
 --results_dir. With --init_only it trains nothing and measures at
 initialisation only, in seconds: how an initialisation (--forget_bias,
---chrono_per_digit, ...) starts the gradient at length N.
+--chrono_per_digit, ...) starts the gradient at length N. Exit status: 1
+when a run or a summary could not be written (each file is named; no
+summary is written then), 130 after Ctrl-C, 143 after SIGTERM.
 """
 
+import sys
 
 from absl import flags
 
 from experiments import common
 from palindrome_jax import gradients
+from palindrome_jax import runner
 from palindrome_jax import validation
 
 COMMAND = common.command(__doc__)
@@ -39,10 +43,14 @@ def main(argv):
   seeds = common.seed_values()
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   with common.training(base, cells, (LENGTH.value,)) as (devices, stop):
-    results = gradients.run_gradients(base, cells, LENGTH.value, seeds,
-                                      results_dir, devices=devices,
-                                      overwrite=OVERWRITE.value, stop=stop,
-                                      init_only=INIT_ONLY.value)
+    try:
+      results = gradients.run_gradients(base, cells, LENGTH.value, seeds,
+                                        results_dir, devices=devices,
+                                        overwrite=OVERWRITE.value, stop=stop,
+                                        init_only=INIT_ONLY.value)
+    except runner.NotSaved as error:  # Each file is named above.
+      print(error, file=sys.stderr)
+      sys.exit(1)
     if not stop():
       print(gradients.summary_table(results))
       print(f"Results in {results_dir}/")

@@ -107,7 +107,21 @@ def evaluate_params(params: Any, cfg: train.RunConfig, lengths: Iterable[int],
   return out
 
 
+def evaluated(rows: list[dict]) -> bool:
+  """Whether any of ``rows`` (:func:`evaluate_saved`'s) was evaluated."""
+  return any(r["test_length"] is not None for r in rows)
+
+
 def table(rows: list[dict]) -> str:
   """Markdown: test accuracy (%) per (cell, trained N) x test N
-  (:func:`palindrome_jax.report.evaluate_table`)."""
-  return report.evaluate_table(rows)
+  (:func:`palindrome_jax.report.evaluate_table`); when nothing could be
+  evaluated, a line that says so and each run with its reason, no table."""
+  if evaluated(rows):
+    return report.evaluate_table(rows)
+  if not rows:
+    return "Nothing evaluated: the directory holds no finished run.\n"
+  return "\n".join([
+      "Nothing evaluated: no saved run's parameters could be read.", "",
+      "Not evaluated:",
+      *(f"- {r['cell']} N={r['trained_length']} seed {r['seed']}: "
+        f"{r['status']}" for r in rows)]) + "\n"

@@ -28,7 +28,6 @@ step's entry is NaN for every layer.
 import dataclasses
 import functools
 import math
-import os
 import zlib
 from typing import Any, Callable, Optional, Sequence
 
@@ -268,7 +267,9 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
   a rerun measures again without training again. With ``init_only`` nothing
   is trained: each cell gets :func:`initial_profile`, in seconds. With
   ``profile_dir``, each run traces a few chunks there
-  (:func:`runner.train_runs`).
+  (:func:`runner.train_runs`). A run or a summary that cannot be written (a
+  full disk) raises :class:`runner.NotSaved` once the rest is done: a run
+  not saved leaves no summary, which would count it as untrained.
   """
   content = {
       "length": length,
@@ -290,15 +291,18 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
         for cell in cells:
           content["cells"][cell] = initial_profile(
               dataclasses.replace(base, cell=cell, length=length), seeds)
-        write_summaries(content, results_dir)
+        _raise_if_any(write_summaries(content, results_dir))
       return content
     # Several processes: each trains its share, process 0 measures them all.
+    outcome = runner.Outcome([], [])
     records = runner.share_then_replay(
         lambda runs: runner.train_runs(runs, base, directory, pool,
                                        train_fn=train_fn, stop=stop,
+                                       outcome=outcome,
                                        profile_dir=profile_dir),
         [Run(cell, length, seed) for cell in cells for seed in seeds],
         f"gradients-done-{results_dir}")
+    _raise_if_any(outcome.write_errors)
     if jax.process_index() != 0:
       return content
     if stop():  # Interrupted: what trained is kept for the rerun.
@@ -314,16 +318,25 @@ def run_gradients(base: train.RunConfig, cells: tuple[str, ...], length: int,
         cell_params.append(directory.load_params(run)
                            if record["status"].trained else None)
       content["cells"][cell] = gradient_profile(cfg, cell_records, cell_params)
-    write_summaries(content, results_dir)
+    _raise_if_any(write_summaries(content, results_dir))
   return content
 
 
-def write_summaries(content: dict, results_dir: str) -> None:
-  """``gradients.json``, ``gradients.png`` and ``gradients.md``."""
-  io.write_json(os.path.join(results_dir, "gradients.json"), content)
-  plots.gradient_norms(content, os.path.join(results_dir, "gradients.png"))
-  io.atomic_write_text(os.path.join(results_dir, "gradients.md"),
-                       report.gradients_report(content))
+def _raise_if_any(problems: list[str]) -> None:
+  if problems:
+    raise runner.NotSaved(problems)
+
+
+def write_summaries(content: dict, results_dir: str) -> list[str]:
+  """``gradients.json``, ``gradients.png`` and ``gradients.md``, each
+  written whole or not at all; returns a line for each not written (each
+  logged), as :func:`results.write_each`."""
+  return results_lib.write_each({
+      "gradients.json": lambda path: io.write_json(path, content),
+      "gradients.png": lambda path: plots.gradient_norms(content, path),
+      "gradients.md": lambda path: io.atomic_write_text(
+          path, report.gradients_report(content)),
+  }, results_dir)
 
 
 def summary_table(results: dict) -> str:

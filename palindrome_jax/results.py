@@ -15,9 +15,11 @@ Layout of a directory (the sweep's; the horizon search keeps the same)::
 What it promises:
 
 - **Atomic.** Every file is written to a temporary file and renamed.
-- **Never mixed.** Each run records the settings it trained with; a run is
-  reused only when they equal the current ones. A directory that holds runs
-  of other settings is refused (with what differs) unless ``overwrite``.
+- **Never mixed.** Each run, and each checkpoint, records the settings it
+  trained with; it is reused only when they equal the current ones. A
+  directory whose ``config.json`` or any run's record holds other settings
+  is refused (with what differs, and where) unless ``overwrite``; a
+  checkpoint of other settings is moved aside.
 - **One format.** ``config.json`` and every record say their format
   (:data:`FORMAT_VERSION`); a directory of an older one is refused, naming
   the command that migrates it once (:mod:`palindrome_jax.migrate`).
@@ -430,17 +432,17 @@ class ResultsDir:
       with open(self.path(".settings.lock"), "a+") as settings_lock:
         fcntl.flock(settings_lock, fcntl.LOCK_EX)
         try:
-          previous = self._previous_settings()
+          previous, where = self._previous_settings()
         except FormatError:
           if not overwrite:
             raise
-          previous = {}  # Replaced, as results of other settings are.
+          previous, where = {}, ""  # Replaced, as other settings are.
         if previous is not None and not self.same_settings(previous):
           if not overwrite:
             raise SettingsMismatchError(
                 f"{self.root} holds {self.what} with other settings "
-                f"({', '.join(differing(previous, self.settings))}); use "
-                "--overwrite to replace it, or another --results_dir")
+                f"({', '.join(differing(previous, self.settings))}{where}); "
+                "use --overwrite to replace it, or another --results_dir")
           try:  # Only when no other process has the directory open.
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
           except BlockingIOError:
@@ -472,14 +474,20 @@ class ResultsDir:
       logging.warning("cannot write the end time into %s: %s",
                       self.path("config.json"), error)
 
-  def _previous_settings(self) -> Optional[dict]:
+  def _previous_settings(self) -> tuple[Optional[dict], str]:
+    """The settings of what the directory holds (None if nothing), and
+    where they differ from these if they do (``", in <record>"`` for a
+    run's record): ``config.json``'s, unless a record's differ (config.json
+    lost, or a record of other settings beside it)."""
     config = self._read_config()
-    if config is not None:
-      return config["training_settings"]
-    for record in self._records():  # config.json lost: the runs still say.
+    previous = config and config["training_settings"]
+    if previous is not None and not self.same_settings(previous):
+      return previous, ""
+    for record in self._records():  # Each run says its own.
       if not self.same_settings(record["settings"]):
-        return record["settings"]
-    return None
+        run = Run(record["cell"], record["length"], record["seed"])
+        return record["settings"], f", in {self.run_file(run)}"
+    return previous, ""
 
   def _read_config(self) -> Optional[dict]:
     """``config.json``; None if absent or damaged (then moved aside)."""
@@ -606,11 +614,42 @@ class ResultsDir:
                if self.same_settings(r["settings"])]
     return sorted(records, key=lambda r: (r["cell"], r["length"], r["seed"]))
 
+  def params_problem(self, run: Run, record: dict) -> Optional[str]:
+    """Why the parameters of ``run``, finished as ``record`` says, cannot be
+    loaded (``"missing"``, ``"unreadable"``); None if they can, or if the
+    run failed (a failure has none)."""
+    if record["status"].kind is Kind.ERROR:
+      return None
+    try:
+      with open(self.params_file(run), "rb") as f:
+        flax.serialization.msgpack_restore(f.read())
+    except FileNotFoundError:
+      return "missing"
+    except Exception:  # pylint: disable=broad-except
+      return "unreadable"
+    return None
+
   def load_params(self, run: Run) -> Any:
     """The saved parameters of ``run`` (raises if missing or unreadable)."""
     with open(self.params_file(run), "rb") as f:
       return jax.tree.map(jnp.asarray,
                           flax.serialization.msgpack_restore(f.read()))
+
+
+def write_each(writers: dict[str, Callable[[str], None]],
+               root: str) -> list[str]:
+  """Calls each of ``writers`` (by file name) with its path in ``root``;
+  one that fails to write (a full disk) does not stop the others. Returns a
+  line for each file not written, each also logged as an error."""
+  problems = []
+  for name, write in writers.items():
+    path = os.path.join(root, name)
+    try:
+      write(path)
+    except OSError as error:
+      problems.append(f"cannot write {path}: {error.strerror or error}")
+      logging.error("%s", problems[-1])
+  return problems
 
 
 def _move_aside(path: str, problem: str, what: str = "a run record") -> None:

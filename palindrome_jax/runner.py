@@ -10,7 +10,9 @@ longest first. Each run writes its curves as it trains
 (:mod:`palindrome_jax.results`, with its provenance); a program that raises
 is recorded as failed and the others go on; a Ctrl-C or SIGTERM
 (:class:`StopRequest`) stops every run at the end of its chunk, its
-checkpoint saved.
+checkpoint saved (whatever ``checkpoint_every``), and the same command
+continues it. A finished run whose parameters are missing or unreadable is
+named, with the command that lets it train again.
 
 In a multi-process run (``jax.distributed``) every process trains its share
 of the runs into the shared directory, and process 0 then reads them all
@@ -20,6 +22,7 @@ of the runs into the shared directory, and process 0 then reads them all
 import contextlib
 import dataclasses
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -99,9 +102,24 @@ class Interrupted(Exception):
   saved."""
 
 
+class NotSaved(Exception):
+  """A tool's runs or summaries could not all be written (a full disk);
+  ``problems`` has a line for each file, already logged. What was written
+  is kept, and the same command writes the rest."""
+
+  def __init__(self, problems: Sequence[str]):
+    super().__init__(f"not saved: {len(problems)} file"
+                     f"{'s' * (len(problems) != 1)} (the "
+                     f"error{'s are' if len(problems) != 1 else ' is'} "
+                     "above); free space and rerun the same command")
+    self.problems = list(problems)
+
+
 @dataclasses.dataclass
 class Outcome:
-  """What one call trained: every row in the directory, and this call's."""
+  """What one call trained: every row in the directory, and this call's;
+  ``write_errors`` has a line for each file it could not write (a run's,
+  or a tool's summary: the sweep's count of "not saved")."""
 
   rows: list[dict]
   new_rows: list[dict]
@@ -122,12 +140,24 @@ def open_results(
   """Holds ``results_dir`` for runs trained as ``base`` (``what`` names the
   tool in a refusal; see :meth:`ResultsDir.open` for ``overwrite`` and
   ``config``) and yields it with a pool of ``devices`` (default: every local
-  device)."""
+  device).
+
+  Over several processes, every one first meets the others there
+  (:func:`devices.open_directory`): processes given other settings (these,
+  ``what``, ``config``, ``overwrite``) are all refused before anything
+  trains.
+  """
   results = results_lib.ResultsDir(results_dir, base.training_settings(),
                                    what=what)
   pool = devices_lib.DevicePool(devices or jax.local_devices())
-  with results.open(overwrite, config=config):
-    yield results, pool
+  devices_lib.open_directory(results_dir, results_lib.jsonable({
+      "what": what, "training_settings": results.settings,
+      "config": config or {}, "overwrite": overwrite}))
+  try:
+    with results.open(overwrite, config=config):
+      yield results, pool
+  finally:
+    devices_lib.close_directory()
 
 
 def share_then_replay(work: Callable[[list], T], items: Sequence[Any],
@@ -135,14 +165,22 @@ def share_then_replay(work: Callable[[list], T], items: Sequence[Any],
   """``work`` over ``items`` by every process of a run; what it returns.
 
   Each process works on its share (:func:`devices.process_share`), then
-  waits for the others at the barrier ``name``. With ``replay``, process 0
-  then works over every item again: trained by now and on disk, they are
-  read back, not trained, so that it holds them all for the summaries. In a
-  single process ``work`` runs once, over every item.
+  waits for the others at the barrier ``name`` (in the results directory
+  they share). With ``replay``, process 0 then works over every item again:
+  trained by now and on disk, they are read back, not trained, so that it
+  holds them all for the summaries. In a single process ``work`` runs once,
+  over every item.
+
+  A process lost before it arrives (:func:`devices.lost_processes`) ends the
+  wait at once, and nothing is replayed: what returns is ``work`` over this
+  process's share, and the caller's ``stop`` (the entrypoints' asks
+  :func:`devices.lost_processes`) says true, so the caller keeps what
+  finished and trains nothing more.
   """
   done = work(devices_lib.process_share(items))
-  devices_lib.barrier(name)
-  if replay and jax.process_count() > 1 and jax.process_index() == 0:
+  lost = devices_lib.barrier(name)
+  if (replay and not lost and jax.process_count() > 1
+      and jax.process_index() == 0):
     done = work(list(items))
   return done
 
@@ -173,6 +211,7 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
     if len(todo) < len(runs):
       progress.message(f"{len(runs) - len(todo)} of {len(runs)} runs finished "
                        "earlier, skipped")
+      _name_runs_without_params(records, results, progress)
     trainer = _Trainer(base, results, train_fn, stop, checkpoint_every,
                        progress, records,
                        outcome if outcome is not None else Outcome([], []),
@@ -193,6 +232,25 @@ def _finished_and_todo(runs: Sequence[Run], results: results_lib.ResultsDir
     else:
       todo.append(run)
   return records, todo
+
+
+def _name_runs_without_params(records: dict[Run, dict],
+                              results: results_lib.ResultsDir,
+                              progress: progress_lib.Progress) -> None:
+  """One line for each finished run of ``records`` whose parameters are
+  missing or unreadable, then the command that lets them train again."""
+  lacking = []
+  for run in sorted(records):
+    problem = results.params_problem(run, records[run])
+    if problem:
+      lacking.append(run)
+      progress.message(f"{run.name} finished earlier, but its parameters "
+                       f"({results.params_file(run)}) are {problem}")
+  if lacking:
+    progress.message(
+        "experiments.evaluate and experiments.gradients need them; to "
+        "retrain them, remove their records and rerun: rm "
+        + " ".join(shlex.quote(results.run_file(run)) for run in lacking))
 
 
 def programs_of(runs: Sequence[Run], vmap_seeds: bool) -> list[Program]:
@@ -303,8 +361,8 @@ class _Trainer:
              f"{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))}")
     run_progress = self.progress.start_run(program, label, cfg.train_steps,
                                            cost)
-    checkpoint = (self.results.checkpoint_file(program)
-                  if self.checkpoint_every else None)
+    # Saved at a stop even when checkpoint_every is 0, so a rerun continues.
+    checkpoint = self.results.checkpoint_file(program)
     profile = (os.path.join(self.profile_dir,
                             results_lib.program_name(program))
                if self.profile_dir else None)
@@ -318,9 +376,8 @@ class _Trainer:
             checkpoint_every=self.checkpoint_every, devices=devices,
             should_stop=self.stop, profile_dir=profile)
         curves.on_end(group.seeds, group.resumed_from)
-    except train.Interrupted:
-      run_progress.finish(f"{label}: interrupted"
-                          + (" (checkpoint saved)" if checkpoint else ""))
+    except train.Interrupted as stopped:
+      run_progress.finish(f"{label}: {_interrupted(stopped)}")
       return
     except Exception as error:  # pylint: disable=broad-except
       # One failing run (say, out of memory) must not cost the others.
@@ -370,6 +427,17 @@ class _Trainer:
     with self.lock:
       self.records[run] = record
       self.outcome.new_rows.append(record)
+
+
+def _interrupted(stopped: train.Interrupted) -> str:
+  """What became of a program stopped in flight."""
+  at = f"interrupted at step {stopped.step}"
+  if stopped.saved:
+    return f"{at}, checkpoint saved (the same command continues from it)"
+  if stopped.problem:
+    return (f"{at}, checkpoint not saved ({stopped.problem}): the same "
+            "command trains it from the start")
+  return at
 
 
 def _on_log(run_progress: progress_lib.RunProgress,

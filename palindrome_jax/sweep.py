@@ -103,27 +103,32 @@ def run_sweep(sweep: SweepConfig, results_dir: str, overwrite: bool = False,
     outcome.interrupted = stop()
     outcome.rows = results.all_runs()
     if jax.process_index() == 0:
-      write_summaries(outcome.rows, results)
+      outcome.write_errors += write_summaries(outcome.rows, results)
   return outcome
 
 
-def write_summaries(rows: list[dict], results: results_lib.ResultsDir) -> str:
-  """``results.json``, ``results.csv``, ``results.md`` and the plots."""
-  io.write_json(results.path("results.json"), rows)
+def write_summaries(rows: list[dict],
+                    results: results_lib.ResultsDir) -> list[str]:
+  """``results.json``, ``results.csv``, ``results.md`` and the plots. Each
+  is written whole or not at all (the one before is kept); returns a line
+  for each that could not be written (a full disk), each logged."""
   buffer = std_io.StringIO()
   writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, extrasaction="ignore")
   writer.writeheader()
   writer.writerows(rows)
-  io.atomic_write_text(results.path("results.csv"), buffer.getvalue())
-  table = summary_table(rows)
   config = results_lib.read_json_or_move_aside(results.path("config.json"))
-  io.atomic_write_text(results.path("results.md"), report.sweep_report(
-      rows, {**(config or {}), "training_settings": results.settings}))
-  plots.accuracy_vs_length(rows, results.path("accuracy_vs_length.png"))
-  plots.steps_to_solve(rows, results.path("steps_to_solve.png"),
-                       budget=results.settings["train_steps"])
-  plots.training_curves(rows, results.path("training_curves.png"))
-  return table
+  return results_lib.write_each({
+      "results.json": lambda path: io.write_json(path, rows),
+      "results.csv": lambda path: io.atomic_write_text(path,
+                                                       buffer.getvalue()),
+      "results.md": lambda path: io.atomic_write_text(path, report.sweep_report(
+          rows, {**(config or {}), "training_settings": results.settings})),
+      "accuracy_vs_length.png": lambda path: plots.accuracy_vs_length(rows,
+                                                                      path),
+      "steps_to_solve.png": lambda path: plots.steps_to_solve(
+          rows, path, budget=results.settings["train_steps"]),
+      "training_curves.png": lambda path: plots.training_curves(rows, path),
+  }, results.root)
 
 
 def summary_table(rows: list[dict]) -> str:

@@ -478,11 +478,16 @@ def train_and_evaluate(
   after a solve check, its per-seed accuracies (``check``; else None).
 
   With ``checkpoint_path``, the state is saved every ``checkpoint_every``
-  steps (at the end of the chunk that reaches or crosses each multiple) and
-  a run finds and continues from its last checkpoint. ``should_stop`` is
-  asked after every chunk that leaves the run unfinished: when it returns
-  true, the state is checkpointed (if enabled) and :class:`Interrupted` is
-  raised (a finished run is evaluated and returned as usual). ``devices``
+  steps (at the end of the chunk that reaches or crosses each multiple; 0:
+  never) and at a stop, with the settings it trains with
+  (:func:`checkpoint_settings`); a run continues from the checkpoint there
+  only if it was saved with the same settings. A checkpoint that cannot be
+  written (a full disk) is one warning, and training goes on.
+  ``should_stop`` is asked after every chunk that leaves the run unfinished:
+  when it returns true, the state is checkpointed (with
+  ``checkpoint_path``, whatever ``checkpoint_every``) and
+  :class:`Interrupted` is raised (a finished run is evaluated and returned
+  as usual). ``devices``
   (default: the first device) hold the seeds, see
   :func:`devices.seed_sharding`. With ``profile_dir``, a few chunks after
   the first are traced there (:class:`profiling.ChunkTrace`).
@@ -497,7 +502,8 @@ def train_and_evaluate(
   t = time.perf_counter()
   state = jax.block_until_ready(init_states(cfg, seeds, sharding))
   compile_seconds = time.perf_counter() - t  # Init is nearly all compile.
-  state, loop = _restore(checkpoint_path, state, cfg, len(seeds))
+  settings = checkpoint_settings(cfg, seeds)
+  state, loop = _restore(checkpoint_path, state, cfg, settings)
   resumed_from = loop.step
 
   compiled, run_seconds, steps_run = {}, 0.0, 0
@@ -527,7 +533,7 @@ def train_and_evaluate(
                 "active": active, "resumed_from": resumed_from,
                 "check": _check_at(loop, loop.step)})
       _checkpoint_or_stop(loop, state, cfg, num_steps, checkpoint_path,
-                          checkpoint_every, should_stop)
+                          checkpoint_every, should_stop, settings)
 
   # Evaluation compiles and runs in one go; it is small beside training.
   evaluation = jax.device_get(_evaluate_seeds(state.params, eval_keys,
@@ -543,12 +549,24 @@ def train_and_evaluate(
       resumed_from=resumed_from)
 
 
+def checkpoint_settings(cfg: RunConfig,
+                        seeds: Sequence[int]) -> dict[str, Any]:
+  """What a checkpoint of ``seeds`` trained as ``cfg`` records, and must
+  match to be continued: the cell, the length, the seeds and every training
+  setting (the training program's version among them)."""
+  return {"cell": cfg.cell, "length": cfg.length, "seeds": list(seeds),
+          **cfg.training_settings()}
+
+
 def _restore(checkpoint_path: Optional[str], state: TrainState,
-             cfg: RunConfig, num_seeds: int) -> tuple[TrainState, Loop]:
-  """The checkpoint's state and loop, if there is one; else a fresh loop."""
-  restored = checkpoint_path and checkpoint_lib.restore(checkpoint_path, state)
+             cfg: RunConfig, settings: dict[str, Any]
+             ) -> tuple[TrainState, Loop]:
+  """The checkpoint's state and loop, if there is one saved with these
+  ``settings``; else a fresh loop."""
+  restored = checkpoint_path and checkpoint_lib.restore(checkpoint_path, state,
+                                                        settings)
   if not restored:
-    return state, Loop.start(num_seeds)
+    return state, Loop.start(len(settings["seeds"]))
   state, loop = restored
   logging.info("%s N=%d: continuing from the checkpoint at step %d",
                cfg.cell, cfg.length, int(state.step.max()))
@@ -558,22 +576,33 @@ def _restore(checkpoint_path: Optional[str], state: TrainState,
 def _checkpoint_or_stop(loop: Loop, state: TrainState, cfg: RunConfig,
                         num_steps: int, checkpoint_path: Optional[str],
                         checkpoint_every: int,
-                        should_stop: Callable[[], bool]) -> None:
+                        should_stop: Callable[[], bool],
+                        settings: dict[str, Any]) -> None:
   """Saves a checkpoint when the chunk crossed a multiple of
   ``checkpoint_every`` or a stop was asked; raises :class:`Interrupted` on
   a stop. A finished run (budget spent, every seed done) is never stopped:
-  it evaluates rather than being thrown away."""
+  it evaluates rather than being thrown away. A save that fails is a
+  warning (at a stop, :class:`Interrupted` says why instead)."""
   unfinished = loop.unfinished(cfg)
   stopping = unfinished and should_stop()
   step = loop.step
   # Solve checks can end chunks off the log_every grid: a chunk that
   # crosses a multiple of checkpoint_every saves.
-  if checkpoint_path and checkpoint_every and unfinished and (
-      step // checkpoint_every > (step - num_steps) // checkpoint_every
-      or stopping):
-    checkpoint_lib.save(checkpoint_path, state, loop.as_dict())
+  due = checkpoint_every and (
+      step // checkpoint_every > (step - num_steps) // checkpoint_every)
+  problem = None
+  if checkpoint_path and unfinished and (due or stopping):
+    try:
+      checkpoint_lib.save(checkpoint_path, state, loop.as_dict(), settings)
+    except OSError as error:
+      problem = error.strerror or str(error)
+      if not stopping:
+        logging.warning("cannot save the checkpoint %s at step %d: %s; "
+                        "training goes on", checkpoint_path, step, problem)
   if stopping:
-    raise Interrupted(f"{cfg.cell} N={cfg.length} stopped at step {step}")
+    raise Interrupted(f"{cfg.cell} N={cfg.length} stopped at step {step}",
+                      step=step, saved=bool(checkpoint_path) and not problem,
+                      problem=problem)
 
 
 def _chunk_end(steps: Sequence[int], diverged_at: int) -> int:
@@ -583,7 +612,16 @@ def _chunk_end(steps: Sequence[int], diverged_at: int) -> int:
 
 
 class Interrupted(Exception):
-  """Training was asked to stop (``should_stop``) before its budget."""
+  """Training was asked to stop (``should_stop``) before its budget, at
+  ``step``; ``saved`` says whether its checkpoint was written there (if
+  not, ``problem`` says why: None when no checkpoint was asked for)."""
+
+  def __init__(self, message: str = "interrupted", step: int = 0,
+               saved: bool = False, problem: Optional[str] = None):
+    super().__init__(message)
+    self.step = step
+    self.saved = saved
+    self.problem = problem
 
 
 # A loss this far above chance (log 10 = 2.3) is no longer training: the run is

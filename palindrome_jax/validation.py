@@ -21,6 +21,8 @@ def writable_dir(flag: str, path: str) -> str:
   """Creates ``path`` if needed and checks a file can be written in it."""
   if not path:
     raise FlagError(flag, "must not be empty")
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise FlagError(flag, f"{path!r} is a file, not a directory")
   try:
     os.makedirs(path, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):

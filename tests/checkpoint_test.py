@@ -1,7 +1,8 @@
 """Tests for palindrome_jax.checkpoint: exact round trip, and files that
-cannot be read are moved aside."""
+cannot be read, or that were saved with other settings, are moved aside."""
 
 import dataclasses
+import logging
 
 import jax
 import numpy as np
@@ -63,3 +64,34 @@ def test_a_checkpoint_of_other_shapes_is_moved_aside(tmp_path):
   other = train.init_states(dataclasses.replace(TINY, num_hidden=6), (0, 1))
   assert checkpoint.restore(str(path), other) is None
   assert (tmp_path / "run.msgpack.corrupt").exists()
+
+
+SETTINGS = {"cell": "lstm", "length": 3, "seeds": [0, 1], "learning_rate": 1e-3}
+
+
+def test_a_checkpoint_is_restored_only_with_the_settings_it_was_saved_with(
+    tmp_path):
+  path = tmp_path / "run.msgpack"
+  checkpoint.save(str(path), _trained(), {"step": 10}, SETTINGS)
+  restored = checkpoint.restore(str(path), _states(), dict(SETTINGS))
+  assert restored is not None and restored[1] == {"step": 10}
+  assert int(restored[0].step[0]) == 10
+  other = {**SETTINGS, "learning_rate": 2e-3}
+  assert checkpoint.restore(str(path), _states(), other) is None
+  assert not path.exists()
+  assert (tmp_path / "run.msgpack.corrupt").exists()
+
+
+def test_a_checkpoint_that_records_no_settings_is_not_continued(tmp_path,
+                                                                caplog):
+  # As written before checkpoints kept their settings: which they were is
+  # unknown, so it is moved aside rather than continued as these.
+  path = tmp_path / "run.msgpack"
+  checkpoint.save(str(path), _trained(), {})
+  with caplog.at_level(logging.WARNING):
+    assert checkpoint.restore(str(path), _states(), SETTINGS) is None
+  assert (tmp_path / "run.msgpack.corrupt").exists()
+  (message,) = [r.getMessage() for r in caplog.records]
+  assert message == (f"checkpoint {path} records no settings (saved by an "
+                     f"older version), moved to {path}.corrupt; the run "
+                     "starts from scratch")
