@@ -7,7 +7,8 @@ A training flag given several values (--learning_rate=3e-4,1e-3) trains a
 grid: each combination in turn, as a sweep of its own in a subdirectory of
 --results_dir (learning_rate=0.0003/, ...), listed in its grid.json.
 Exit status: 0 when every run trained (diverged runs are results), 1 when a
-run failed or could not be saved, 130 after Ctrl-C, 143 after SIGTERM.
+run failed or a file could not be saved, 75 when another process of a
+several-process sweep was lost, 130 after Ctrl-C, 143 after SIGTERM.
 """
 
 import sys
