@@ -7,21 +7,28 @@ an error, so shapes in the library are always spelled out.
 
 import contextlib
 import os
+import tempfile
 
-# No persistent compilation cache anywhere in the suite: not in this process
-# (the entrypoints run in it through Command.execute would otherwise turn on
-# their default --compilation_cache_dir, ~/.cache/palindrome_jax/xla) and not
-# in the entrypoints it starts (they inherit the environment). With jaxlib
-# 0.10.2 on a CPU, reading an entry back in the suite's process crashed it
-# (CI: a segfault in compilation_cache.get_executable_and_time) and writing
-# one aborted it. Programs compiled in a process are still reused from
-# memory; cache_test.py covers the cache itself, in processes of its own.
-os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+# The persistent compilation cache: for the entrypoints the suite starts as
+# processes of their own (they inherit this environment), one directory for
+# the session, so the many tiny sweeps that compile the same programs
+# compile them once; never in the suite's own process. There the
+# entrypoints run through Command.execute would turn it on mid-process
+# (their default --compilation_cache_dir), and with jaxlib 0.10.2 on a CPU
+# reading an entry back in that process segfaulted CI (in
+# compilation_cache.get_executable_and_time). cache_test.py covers the cache
+# as users meet it: a rerun in a new process.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(
+    prefix="palindrome_jax_test_compilation_cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from palindrome_jax import cells
+
+# Off here whatever the environment says (see above).
+jax.config.update("jax_enable_compilation_cache", False)
 
 STRICT_RANK_PROMOTION = True
 
