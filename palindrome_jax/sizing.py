@@ -43,7 +43,7 @@ def count_params(cell: str, num_hidden: int, input_dim: int = 1,
         jax.random.PRNGKey(0))
   except ValueError:  # The cell's own check: e.g. heads must divide it.
     return None
-  return int(sum(x.size for x in jax.tree.leaves(shapes)))
+  return int(model.num_params(shapes))
 
 
 @functools.lru_cache(maxsize=1024)
