@@ -6,6 +6,7 @@ an error, so shapes in the library are always spelled out.
 """
 
 import contextlib
+import gc
 import os
 import tempfile
 
@@ -57,23 +58,23 @@ def registry_restored():
     cells._build.cache_clear()  # pylint: disable=protected-access
 
 
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs():
+  """Drops JAX's compiled programs after each test file.
+
+  Every program XLA compiles for the CPU keeps its code in memory mappings
+  of its own, and JAX's caches keep the programs alive: the suite compiles
+  thousands, and one process reached Linux's default limit of 65,530
+  mappings (vm.max_map_count) near its end, where the next compile
+  segfaulted inside LLVM. Alone, each file stays far below it.
+  """
+  yield
+  jax.clear_caches()
+  gc.collect()
+
+
 @pytest.fixture
 def restore_cell_registry():
   """Lets a test register cells; the registry is as before afterwards."""
   with registry_restored():
     yield
-
-
-# Test files that run in a process of their own (tests/isolated_test.py
-# starts them): in the full suite's process, compiling train_test's resumed
-# run crashed XLA (three CI rehearsals, after profiling_test had traced with
-# jax.profiler in that process); alone, each passes.
-ISOLATED = ("profiling_test.py", "train_test.py")
-CHILD_ENV = "PALINDROME_ISOLATED_TEST"
-
-
-def pytest_ignore_collect(collection_path, config):
-  del config
-  if collection_path.name in ISOLATED and not os.environ.get(CHILD_ENV):
-    return True
-  return None
