@@ -218,7 +218,34 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
                        profile_dir)
     _run_side_by_side(programs, costs, pool, vmap_seeds,
                       trainer.train_program)
+  release_programs_if_crowded()
   return records
+
+
+# The share of the kernel's memory mappings a process may fill before
+# :func:`release_programs_if_crowded` drops JAX's compiled programs.
+CROWDED = 0.5
+
+
+def release_programs_if_crowded() -> None:
+  """Drops JAX's compiled programs once the process holds more than
+  ``CROWDED`` of the memory mappings Linux allows it.
+
+  JAX's caches keep every program compiled (each run's settings are a static
+  argument), and the code of one (cell, N) holds hundreds of mappings: a long
+  search in one process would reach the limit (``vm.max_map_count``, 65,530
+  by default), where the next compile segfaults inside LLVM. Below it the
+  programs stay, for the runs that use them again.
+  """
+  try:
+    with open("/proc/self/maps", encoding="utf-8") as f:
+      used = sum(1 for _ in f)
+    with open("/proc/sys/vm/max_map_count", encoding="utf-8") as f:
+      limit = int(f.read())
+  except (OSError, ValueError):  # Not Linux: no such limit to mind.
+    return
+  if used > CROWDED * limit:
+    jax.clear_caches()
 
 
 def _finished_and_todo(runs: Sequence[Run], results: results_lib.ResultsDir
