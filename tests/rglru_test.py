@@ -237,11 +237,15 @@ def test_shapes_and_dtypes_at_two_layers(block):
 
 @pytest.mark.slow
 def test_learns_length_5_at_two_residual_layers():
-  # Seed 42: 1.0 test accuracy after 400 steps, from 0.16 over the first 100.
+  # Seed 42 passes its first solve check at step 450 on an AMD EPYC (at
+  # step 400 it tested 0.92 there, 1.0 on an Intel Xeon): the budget leaves
+  # room for the CPU's rounding, and the run stops at its confirmed solve.
   cfg = RunConfig(cell="rglru", length=5, num_layers=2, block="residual",
-                  num_hidden=32, train_steps=400, batch_size=64,
-                  learning_rate=3e-3, log_every=100, eval_batches=10)
+                  num_hidden=32, train_steps=1000, batch_size=64,
+                  learning_rate=3e-3, log_every=50, eval_batches=20,
+                  stop_when_solved=True, eval_every=50, confirm_batches=20)
   result = train.train_and_evaluate(cfg, seeds=(42,)).seeds[0]
   assert result.status == "ok"
+  assert result.steps_to_solve is not None and result.train_steps < 1000
   assert result.test_accuracy >= 0.95
   assert result.history["accuracy"][0] < 0.5
