@@ -30,8 +30,10 @@ ROWS = [_run("rnn", 5, 1, steps=300, length_of_history=3),  # Stopped early.
 
 
 @pytest.fixture
-def drawn(monkeypatch):
-  """The figures drawn, in order; each is still written to its file."""
+def drawn(monkeypatch, tmp_path):
+  """The figures drawn, in order; each is still written to its file (a
+  relative path lands in the test's own directory, not the checkout)."""
+  monkeypatch.chdir(tmp_path)
   figures = []
   save = plots.save
 
