@@ -1,4 +1,7 @@
-"""A shared float64 check of a gradient against central differences."""
+"""Checks the cell tests share: a float64 gradient against central
+differences, the shapes of a two-layer model, parameter counts."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -47,3 +50,23 @@ def count_params(name, input_dim, hidden):
   """Parameters of the registered cell ``name``'s ``init`` (traced only)."""
   return model.num_params(jax.eval_shape(
       lambda: cells.get(name).init(jax.random.PRNGKey(0), input_dim, hidden)))
+
+
+def assert_two_layer_shapes(cell, block, input_dim=10, width=6):
+  """Two layers of ``width`` over ``[4, 5, input_dim]`` inputs, traced only
+  (strict rank promotion raises while tracing): float32 parameters, logits
+  ``[4, 10]``, each layer's outputs ``[5, 4, width]``; returns the
+  parameters' shapes."""
+  inputs = jax.ShapeDtypeStruct((4, 5, input_dim), jnp.float32)
+  params = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), cell, input_dim, width, num_layers=2,
+      block=block))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+  logits = jax.eval_shape(functools.partial(model.apply, cell), params,
+                          inputs)
+  assert logits.shape == (4, 10) and logits.dtype == jnp.float32
+  outs = jax.eval_shape(functools.partial(model.layer_outputs, cell),
+                        params, inputs)
+  assert [(o.shape, o.dtype) for o in outs] == [
+      ((5, 4, width), jnp.float32)] * 2
+  return params
