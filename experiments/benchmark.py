@@ -18,7 +18,7 @@ from palindrome_jax import validation
 
 COMMAND = common.command(__doc__)
 BENCHMARK_FLAGS = cli.define_flags(
-    benchmark.BenchmarkConfig, skip=("cells", "base", "seed", "methods"),
+    benchmark.BenchmarkConfig, skip=("cells", "base", "seed"),
     flag_values=COMMAND.flag_values)
 RESULTS_DIR = flags.DEFINE_string("results_dir", "benchmark_results",
                                   "Where benchmark.json, .md and .png go.",
@@ -46,7 +46,11 @@ def main(argv):
                                "'palindrome_jax[torch]'); use --torch=auto")
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   extra, machine = benchmark_torch.torch_methods(TORCH.value)
-  report = benchmark.run_benchmark(config, extra, machine)
+  # The files are rewritten after each (cell, N): a benchmark stopped
+  # part-way leaves what it measured.
+  report = benchmark.run_benchmark(
+      config, extra, machine,
+      on_progress=lambda partial: benchmark_report.write(partial, results_dir))
   benchmark_report.write(report, results_dir)
   print(report.table)
   print(f"Results in {results_dir}/")

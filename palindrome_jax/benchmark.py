@@ -11,6 +11,11 @@ the numbers are those of what the sweep runs:
   vmapped over one seed), ``--log_every`` steps per dispatch;
 - ``flax_jit_step``: what a Flax user would write instead: ``nn.RNN`` over
   Flax's own cell and a ``Dense`` readout, with a jitted step;
+- ``time_major_step`` (not timed unless asked for, stacked models of two or
+  more layers only): the same model and step as ``jit_step`` with the layers
+  stepped time-major, every layer at each time step inside one scan (the
+  order of PyTorch's fused multi-layer kernels), against the library's
+  layer-major stack;
 - any other method a caller passes in (``extra_methods``): the entrypoint
   adds the PyTorch baselines (``experiments/torch_baselines.py``), which
   need the optional torch extra, so the library never imports torch.
@@ -42,6 +47,7 @@ import optax
 
 from palindrome_jax import config as config_lib
 from palindrome_jax import data
+from palindrome_jax import model as model_lib
 from palindrome_jax import train
 
 # (key, label), in table and chart order.
@@ -50,8 +56,11 @@ METHODS = (
     ("jit_step", "JAX jit step"),
     ("compiled_loop", "JAX compiled loop (the sweep's)"),
     ("flax_jit_step", "Flax nn.RNN + Flax cell, jit step"),
+    ("time_major_step", "JAX jit step, layers time-major"),
 )
 LABELS = dict(METHODS)
+# What runs unless --methods says otherwise.
+DEFAULT_METHODS = ("eager", "jit_step", "compiled_loop", "flax_jit_step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +82,9 @@ class BenchmarkConfig:
       config_lib.positive_int)
   seed: int = config_lib.FIRST_SEED
   methods: tuple[str, ...] = config_lib.setting(
-      tuple(key for key, _ in METHODS), None,
+      DEFAULT_METHODS, "Comma-separated methods to time, of "
+      f"{', '.join(LABELS)} (time_major_step: stacked models of two or more "
+      "layers only); they run in that order, whatever the order given.",
       config_lib.tuple_of("methods", config_lib.one_of(tuple(LABELS))))
 
   def __post_init__(self):
@@ -251,11 +262,54 @@ def _prepare_flax(cfg: train.RunConfig, seed: int, steps: int) -> Prepared:
   return _prepare_step_per_call(_flax_jit_step, state, cfg, steps)
 
 
+# Time-major depth: what the library's layer-major stack is measured against.
+
+
+def time_major_apply(cell, params, inputs_BxTxD: jax.Array) -> jax.Array:
+  """Logits of a stacked model (``{"layers", "readout"}``) with its layers
+  stepped time-major: one scan over time, every layer stepped at each time
+  step (the input projection of each layer too, one step at a time). The
+  same function as :func:`model.apply`, computed in the other order."""
+  layers = params["layers"]
+  hidden_dim = params["readout"]["W"].shape[0]
+  dtype = jnp.result_type(*jax.tree.leaves(params))
+  carry0 = [jax.tree.map(lambda c: c.astype(dtype),
+                         cell.initial_carry(inputs_BxTxD.shape[0], hidden_dim))
+            for _ in layers]
+
+  def body(carries, x_BxD):
+    new_carries, h_BxH = [], x_BxD
+    for cell_params, carry in zip(layers, carries):
+      if cell.project is not None:
+        h_BxH = cell.project(cell_params, h_BxH[None])[0]
+      carry, h_BxH = cell.step(cell_params, carry, h_BxH)
+      new_carries.append(carry)
+    return new_carries, h_BxH
+
+  _, h_TxBxH = jax.lax.scan(body, carry0, jnp.swapaxes(inputs_BxTxD, 0, 1))
+  return model_lib.readout(params, h_TxBxH[-1])
+
+
+def _prepare_time_major(cfg: train.RunConfig, seed: int,
+                        steps: int) -> Prepared:
+  if cfg.block != "stack" or cfg.num_layers < 2:
+    raise Skip("time-major order needs a stack of two or more layers "
+               "(--block=stack --num_layers=2 or more)")
+  state = _new_state(cfg, seed)
+  cell = cfg.make_cell()
+  state = state.replace(
+      apply_fn=lambda variables, x: time_major_apply(cell,
+                                                     variables["params"], x))
+  # _flax_step: the jit step's loss and update through ``state.apply_fn``.
+  return _prepare_step_per_call(_flax_jit_step, state, cfg, steps)
+
+
 _PREPARE = {
     "eager": _prepare_eager,
     "jit_step": _prepare_jit_step,
     "compiled_loop": _prepare_compiled_loop,
     "flax_jit_step": _prepare_flax,
+    "time_major_step": _prepare_time_major,
 }
 
 
@@ -573,9 +627,13 @@ class Report:
 
 def run_benchmark(config: BenchmarkConfig,
                   extra_methods: Optional[dict[str, Method]] = None,
-                  machine_extra: Optional[dict[str, Any]] = None) -> Report:
+                  machine_extra: Optional[dict[str, Any]] = None,
+                  on_progress: Optional[Callable[[Report], None]] = None
+                  ) -> Report:
   """Measures every method for every (cell, length): ``config.methods``,
-  then ``extra_methods`` (in their order). Returns the :class:`Report`."""
+  then ``extra_methods`` (in their order). Returns the :class:`Report`.
+  ``on_progress`` gets the report so far after each (cell, length), so a
+  long benchmark stopped part-way keeps what it measured."""
   extra_methods = extra_methods or {}
   machine = {**machine_info(config), **(machine_extra or {})}
   logging.info("benchmark on %s (%s), JAX %s", machine["device_kind"],
@@ -585,13 +643,15 @@ def run_benchmark(config: BenchmarkConfig,
     logging.info("fp32 matmul %s: %.1f GFLOP/s", peak["shape"], peak["gflops"])
   methods = [m for m, _ in METHODS if m in config.methods] + list(
       extra_methods)
-  rows = []
-  for cfg in config.run_configs():
-    rows.extend(measure_together(config, cfg, methods, peaks, extra_methods))
-  _add_speedups(rows)
   settings = {"cells": list(config.cells), "lengths": list(config.lengths),
               "steps": config.steps, "eager_steps": config.eager_steps,
               "repeats": config.repeats, "seed": config.seed,
               "methods": methods,
               "train_config": config.base.training_settings()}
+  rows = []
+  for cfg in config.run_configs():
+    rows.extend(measure_together(config, cfg, methods, peaks, extra_methods))
+    _add_speedups(rows)
+    if on_progress is not None:
+      on_progress(Report(machine, settings, peaks, list(rows)))
   return Report(machine, settings, peaks, rows)

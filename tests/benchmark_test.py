@@ -16,6 +16,7 @@ from experiments import benchmark_report
 from palindrome_jax import benchmark
 from palindrome_jax import config
 from palindrome_jax import files as io
+from palindrome_jax import model
 from palindrome_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -249,3 +250,61 @@ def test_the_torch_sweep_refuses_a_cell_torch_lacks(capsys):
       "torch_sweep", "--cells=lru", "--lengths=3"])
   assert status == 2
   assert "error: --cells: PyTorch has no fused 'lru'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cell", ["lstm", "mingru"])
+def test_the_time_major_stack_computes_the_layer_major_model(cell):
+  # The benchmark's time-major order must time the same function as the
+  # library's layer-major stack: equal logits and gradients in float64.
+  with jax.enable_x64(True):
+    cfg = train.RunConfig(cell=cell, length=6, batch_size=4, num_hidden=5,
+                          num_layers=3)
+    cell_fn = cfg.make_cell()
+    params = jax.tree.map(lambda x: x.astype(jnp.float64),
+                          train.init_params(jax.random.PRNGKey(1), cfg))
+    inputs = jax.random.uniform(jax.random.PRNGKey(3), (4, 6, 1),
+                                jnp.float64, 0, 9)
+    loss = lambda f: lambda p: jnp.sum(jnp.sin(f(cell_fn, p, inputs)))
+    np.testing.assert_allclose(
+        benchmark.time_major_apply(cell_fn, params, inputs),
+        model.apply(cell_fn, params, inputs), rtol=1e-12, atol=1e-12)
+    for got, want in zip(
+        jax.tree.leaves(jax.grad(loss(benchmark.time_major_apply))(params)),
+        jax.tree.leaves(jax.grad(loss(model.apply))(params))):
+      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_the_time_major_method_times_a_stack_and_skips_the_rest():
+  rows = benchmark.run_benchmark(tiny(
+      methods=("jit_step", "time_major_step"), cells=("lstm",),
+      base=train.RunConfig(batch_size=8, num_hidden=8, num_layers=2))).rows
+  assert [r["status"] for r in rows] == ["ok", "ok"]
+  assert rows[1]["steps_per_second"] > 0
+  one_layer = benchmark.run_benchmark(tiny(
+      methods=("jit_step", "time_major_step"))).rows
+  assert one_layer[1]["status"].startswith(
+      "skipped: time-major order needs a stack of two or more layers")
+
+
+def test_the_methods_flag_picks_the_rows(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark", "--cells=rnn",
+       "--lengths=3", "--num_hidden=8", "--batch_size=8", "--steps=5",
+       "--repeats=1", "--methods=compiled_loop,jit_step", "--torch=off",
+       f"--results_dir={tmp_path}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  saved = io.read_json(os.path.join(tmp_path, "benchmark.json"))
+  assert [r["method"] for r in saved["results"]
+          if r["status"] == "ok"] == ["jit_step", "compiled_loop"]
+
+
+def test_each_setting_measured_reaches_the_caller_before_the_next():
+  # A long benchmark stopped part-way keeps the settings it measured.
+  seen = []
+  report = benchmark.run_benchmark(
+      tiny(lengths=(3, 4), methods=("jit_step",)),
+      on_progress=lambda partial: seen.append(
+          [(r["length"], r["status"]) for r in partial.rows]))
+  assert seen == [[(3, "ok")], [(3, "ok"), (4, "ok")]]
+  assert [r["length"] for r in report.rows] == [3, 4]
