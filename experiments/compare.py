@@ -22,6 +22,9 @@ from absl import flags
 from experiments import common
 from palindrome_jax import cli
 from palindrome_jax import compare
+from palindrome_jax import files as io
+from palindrome_jax import leaderboard
+from palindrome_jax import report
 from palindrome_jax import validation
 
 COMMAND = common.command(__doc__, shared=())  # It trains nothing.
@@ -36,6 +39,16 @@ ONLY_CELLS = flags.DEFINE_string(
 LABELS = flags.DEFINE_string(
     "labels", None, "Comma-separated names, one per recipe in order, in place "
     "of the generated ones.", flag_values=COMMAND.flag_values)
+LEADERBOARD = flags.DEFINE_boolean(
+    "leaderboard", False, "Also write leaderboard.md, .json and .png: per "
+    "cell and model size, the best learning rate's horizon, with the "
+    "model's width, parameters, state size and (with --costs) its cost.",
+    flag_values=COMMAND.flag_values)
+COSTS = flags.DEFINE_string(
+    "costs", None, "With --leaderboard: comma-separated benchmark.json files "
+    "of experiments.benchmark at N=100; a row's cost is core-seconds per "
+    "1,000 steps of the sweep's compiled loop for its model.",
+    flag_values=COMMAND.flag_values)
 RESULTS_DIR = flags.DEFINE_string(
     "results_dir", "results/compare",
     "Where compare.md, .json and .png go (rewritten on each run: they hold "
@@ -74,10 +87,33 @@ def main(argv):
     flag = {"searches": "dirs", "cells": "only_cells"}.get(error.about,
                                                            error.about)
     raise validation.FlagError(flag, str(error)) from None
+  if COSTS.value is not None and not LEADERBOARD.value:
+    raise validation.FlagError("costs", "give --leaderboard too: the costs "
+                               "are the leaderboard's")
+  benchmarks = [_benchmark(path) for path in
+                cli.parse_items("costs", COSTS.value or "", str)]
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   compare.write(found, results_dir, not_searched)
   print(compare.summary_table(found))
+  if LEADERBOARD.value:
+    standings = leaderboard.standings(found, benchmarks)
+    leaderboard.write(standings, results_dir)
+    print("\n".join(report.leaderboard_table(standings)))
   print(f"Results in {results_dir}/")
+
+
+def _benchmark(path: str) -> dict:
+  """A benchmark.json of experiments.benchmark, or a FlagError naming it."""
+  try:
+    content = io.read_json(path)
+  except (OSError, ValueError) as error:
+    raise validation.FlagError(
+        "costs", f"{path!r}: cannot read it: "
+        f"{getattr(error, 'strerror', None) or error}") from None
+  if not isinstance(content, dict) or "results" not in content:
+    raise validation.FlagError("costs", f"{path!r} is not a benchmark.json "
+                               "of experiments.benchmark")
+  return content
 
 
 if __name__ == "__main__":

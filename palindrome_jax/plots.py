@@ -439,3 +439,50 @@ def benchmark(rows: list[dict], path: str, title: str = "") -> None:
             ncol=2, frameon=False)
   fig.tight_layout()
   save(fig, path)
+
+
+def leaderboard(standings: list, path: str) -> None:
+  """The leaderboard at a glance: per standing
+  (:class:`palindrome_jax.leaderboard.Standing`, best first, top to bottom)
+  a bar to its horizon on a log axis, labelled with the horizon's text; a
+  bound still open (the search's maximum, or still searching) hatched."""
+  n = len(standings)
+  fig, ax = _subplots(figsize=(8, 1.2 + 0.42 * n))
+  training = standings[0].best.settings["training"]
+  values, labels = [], []
+  for s in standings:
+    entry = s.best.entry
+    found = entry.get("horizon")
+    if found is None and s.searching:
+      passed = [e["length"] for e in entry["evaluations"] if e["passed"]]
+      found = max(passed) if passed else None
+    values.append(found)
+    labels.append(f"{s.label}, {s.num_layers} layer"
+                  f"{'s' if s.num_layers > 1 else ''}, "
+                  f"{report.number(s.num_params, ',.0f')} params")
+  y = np.arange(n)[::-1]
+  top = max([v for v in values if v] or [10])
+  for yi, s, value in zip(y, standings, values):
+    text = s.best.horizon
+    open_bound = s.searching or ("≥" in text and "<" not in text)
+    if value:
+      ax.barh(yi, value, color="#4c72b0" if not open_bound else "white",
+              edgecolor="#4c72b0", hatch="//" if open_bound else None,
+              height=0.7)
+    ax.text((value or 1) * 1.08, yi,
+            text + (" (searching)" if s.searching and "so far" not in text
+                    else ""),
+            va="center", fontsize="small")
+  ax.set_xscale("log")
+  ax.set_xlim(1, top * 5)
+  ax.xaxis.set_major_formatter(
+      _matplotlib().ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
+  ax.set_yticks(y)
+  ax.set_yticklabels(labels, fontsize="small")
+  ax.set_xlabel("memory horizon N (log scale)")
+  ax.grid(axis="x", alpha=0.3)
+  ax.set_title("The longest N every seed solves within "
+               f"{training['train_steps']:,} steps\n(hatched: a lower bound, "
+               "the search not ended)", fontsize="medium")
+  fig.tight_layout()
+  save(fig, path)

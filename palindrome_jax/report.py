@@ -685,3 +685,72 @@ def benchmark_report(bench: Any) -> str:
   if notes:
     lines += ["", "Not measured:", ""] + [f"- {note}" for note in notes]
   return "\n".join(lines) + "\n"
+
+
+def _first_failure(standing: Any) -> str:
+  """Seeds solved at the shortest failed length above the standing's bound
+  (``225: 1/3``); a length still training has not failed."""
+  found = standing.bound
+  failed = sorted((e for e in standing.best.entry["evaluations"]
+                   if not e["passed"]
+                   and (found is None or e["length"] > found)),
+                  key=lambda e: e["length"])
+  if not failed:
+    return MISSING
+  e = failed[0]
+  return f"{e['length']}: {sum(e['solved'])}/{len(e['solved'])}"
+
+
+def _learning_rates(standing: Any) -> str:
+  rates = standing.learning_rates
+  best = flag_value(standing.learning_rate)
+  if len(rates) == 1:
+    return best
+  return f"{best} (of {', '.join(flag_value(r) for r in rates)})"
+
+
+def leaderboard_table(standings: Sequence[Any]) -> list[str]:
+  """Markdown lines: one row per :class:`palindrome_jax.leaderboard.Standing`
+  (in order), its size, horizon, best learning rate and cost."""
+  rows = []
+  for k, s in enumerate(standings, 1):
+    rows.append([
+        k, s.label, s.num_layers if s.block == "stack"
+        else f"{s.num_layers} (residual)",
+        number(s.num_hidden, ".0f"), number(s.num_params, ",.0f"),
+        number(s.state_size, ",.0f"),
+        f"**{s.best.horizon}**" + (" (searching)" if s.searching
+                                   and "so far" not in s.best.horizon
+                                   else ""),
+        number(s.steps_at_bound, "g"), _first_failure(s),
+        _learning_rates(s),
+        number(s.cost, ".3g")])
+  return table(["#", "cell", "layers", "width", "parameters", "state size",
+                "horizon", "median steps to solve at it (so far: at the "
+                "longest N passed)",
+                "first failing N: seeds solved", "learning rate",
+                "core-s per 1,000 steps at N=100"], rows)
+
+
+def leaderboard_report(standings: Sequence[Any]) -> str:
+  """``leaderboard.md``: the table, the figure, what each column means and
+  where each row's searches are."""
+  training = standings[0].best.settings["training"]
+  lines = [
+      "# Memory leaderboard", "",
+      f"Horizon: the largest N that every seed solves (a solve check ≥ "
+      f"{100 * training['solved_accuracy']:g}% on held-out batches) within "
+      f"{training['train_steps']} training steps; per row the best of the "
+      "learning rates searched (the largest horizon, then the fewest median "
+      "steps to solve at it). State size: the floats one example carries "
+      "between steps, over all layers. Cost: core-seconds per 1,000 training "
+      "steps at N=100 (the sweep's compiled loop, one run per core), where a "
+      "benchmark timed the model.", "",
+      *leaderboard_table(standings), "",
+      "![horizon per cell](leaderboard.png)", "",
+      "## Sources", "",
+      *[f"- {s.label}, {s.num_layers} layer(s), width "
+        f"{number(s.num_hidden, '.0f')}: "
+        + ", ".join(f"`{r.directory}`" for r in s.tried) for s in standings],
+      ""]
+  return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""The leaderboard: per cell and size its best learning rate, sizes counted by
+hand, costs from a benchmark, its files and its flags."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from palindrome_jax import compare
+from palindrome_jax import files as io
+from palindrome_jax import leaderboard
+from tests.compare_test import PNG, _load, _search
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _limits(table):
+  return lambda cell, n, seed: 1.0 if n <= table[cell] else 0.1
+
+
+@pytest.fixture(scope="module")
+def searches(tmp_path_factory):
+  """An lstm grid of two learning rates (horizons 30 and 40), an rnn search
+  (12) and an rnn at equal parameters (20)."""
+  root = tmp_path_factory.mktemp("searches")
+  return [
+      _search(root / "lr1", ("rnn", "lstm"), _limits({"rnn": 12, "lstm": 30}),
+              learning_rate=1e-3),
+      _search(root / "lr3", ("lstm",), _limits({"lstm": 40}),
+              learning_rate=3e-3),
+      _search(root / "equal", ("rnn",), _limits({"rnn": 20}),
+              num_params=67850, learning_rate=1e-3)]
+
+
+def test_each_cell_and_size_reads_its_best_learning_rate(searches):
+  rows = leaderboard.standings(compare.recipes(_load(*searches)))
+  assert [(s.cell, s.num_hidden, s.best.entry["horizon"]) for s in rows] == [
+      ("lstm", 128, 40), ("rnn", 255, 20), ("rnn", 128, 12)]
+  lstm = rows[0]
+  assert lstm.learning_rate == 3e-3 and lstm.learning_rates == [1e-3, 3e-3]
+  assert [r.directory for r in lstm.tried] == [searches[1], searches[0]]
+  assert not lstm.searching
+
+
+def test_sizes_are_the_counts_done_by_hand(searches):
+  rows = {(s.cell, s.num_hidden): s for s in leaderboard.standings(
+      compare.recipes(_load(*searches)))}
+  readout = 128 * 10 + 10
+  # LSTM: W_x [1, 4H], W_h [H, 4H], b [4H]; the state is h and c.
+  assert rows[("lstm", 128)].num_params == (512 + 128 * 512 + 512) + readout
+  assert rows[("lstm", 128)].num_params == 67850
+  assert rows[("lstm", 128)].state_size == 256
+  # RNN: H^2 + 12 H + 10 parameters; 67,850 is nearest at H = 255 (68,095;
+  # H = 254 gives 67,574).
+  assert rows[("rnn", 128)].num_params == 128 * 128 + 12 * 128 + 10 == 17930
+  assert rows[("rnn", 255)].num_params == 255 * 255 + 12 * 255 + 10 == 68095
+  assert rows[("rnn", 255)].state_size == 255
+
+
+def _bench(width, rate, length=100, **train_config):
+  return {"settings": {"train_config": {
+      "num_layers": 1, "block": "stack", "num_hidden": width,
+      "encoding": "scalar", "batch_size": 128, **train_config}},
+          "results": [{"cell": "lstm", "length": length,
+                       "method": "compiled_loop", "status": "ok",
+                       "steps_per_second": rate}]}
+
+
+def test_the_cost_is_the_benchmarked_loop_of_the_same_model(searches):
+  found = compare.recipes(_load(*searches), cells={"lstm"})
+  assert leaderboard.standings(found)[0].cost is None
+  # Another width, another length: not this model's cost.
+  others = [_bench(64, 10.0), _bench(128, 10.0, length=20)]
+  assert leaderboard.standings(found, others)[0].cost is None
+  rows = leaderboard.standings(found, others + [_bench(128, 4.0)])
+  assert rows[0].cost == pytest.approx(250.0)  # 1,000 steps at 4 steps/s.
+  assert leaderboard.standings(
+      found, [_bench(128, 4.0, num_layers=2)])[0].cost is None
+
+
+def test_a_search_under_way_reads_its_bound_so_far(searches, tmp_path):
+  found = compare.recipes(_load(*searches), cells={"rnn"})
+  content = compare.load(searches[0])
+  del content["cells"]["rnn"]["message"]  # As a search still running.
+  content["cells"]["rnn"]["horizon"] = None
+  running = compare.recipes([(str(tmp_path), content)], cells={"rnn"})
+  rows = leaderboard.standings([found[0], running[0]])
+  # The ended search is the best: a search under way is judged only alone.
+  assert rows[0].best.directory == searches[0] and not rows[0].searching
+  alone = leaderboard.standings(running)[0]
+  assert alone.searching and alone.best.horizon == "≥ 12, < 13 so far"
+  # Once it has passed a longer N than the ended search's horizon, it leads:
+  # its horizon can only be longer still.
+  for e in content["cells"]["rnn"]["evaluations"]:
+    if e["length"] == 15:
+      e["passed"], e["solved"] = True, [True] * len(e["solved"])
+      e["steps_to_solve"] = [10] * len(e["solved"])
+  ahead = compare.recipes([(str(tmp_path), content)], cells={"rnn"})
+  rows = leaderboard.standings([found[0], ahead[0]])
+  assert rows[0].best.directory == str(tmp_path) and rows[0].searching
+  assert [r.directory for r in rows[0].tried] == [str(tmp_path), searches[0]]
+
+
+def test_the_files_and_the_command_line(searches, tmp_path):
+  bench = tmp_path / "benchmark.json"
+  io.write_json(str(bench), _bench(128, 4.0))
+  out = tmp_path / "out"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.compare",
+       f"--dirs={','.join(searches)}", "--leaderboard", f"--costs={bench}",
+       f"--results_dir={out}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  saved = io.read_json(str(out / "leaderboard.json"))
+  assert [(r["cell"], r["horizon"], r["num_params"]) for r in saved] == [
+      ("lstm", 40, 67850), ("rnn", 20, 68095), ("rnn", 12, 17930)]
+  assert saved[0]["cost_core_seconds_per_1000_steps"] == pytest.approx(250)
+  with open(out / "leaderboard.md", encoding="utf-8") as f:
+    text = f.read()
+  assert ("| 1 | lstm | 1 | 128 | 67,850 | 256 | **40** | 10 | 41: 0/3 | "
+          "0.003 (of 0.001, 0.003) | 250 |") in text
+  with open(out / "leaderboard.png", "rb") as f:
+    assert f.read(8) == PNG
+  assert "| 1 | lstm |" in proc.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--costs=x.json"], "error: --costs: give --leaderboard too: the costs "
+     "are the leaderboard's"),
+    (["--leaderboard", "--costs=missing.json"],
+     "error: --costs: 'missing.json': cannot read it: No such file or "
+     "directory"),
+])
+def test_bad_costs_get_one_line(searches, tmp_path, flags, message):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.compare", f"--dirs={searches[0]}",
+       f"--results_dir={tmp_path}", *flags],
+      cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+      env={**os.environ, "PYTHONPATH": REPO})
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [message]
