@@ -46,8 +46,8 @@ def main(argv):
                                "'palindrome_jax[torch]'); use --torch=auto")
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   extra, machine = benchmark_torch.torch_methods(TORCH.value)
-  # The files are rewritten after each (cell, N): a benchmark stopped
-  # part-way leaves what it measured.
+  # The files are rewritten after each (cell, N), the last below: a
+  # benchmark stopped part-way leaves what it measured.
   report = benchmark.run_benchmark(
       config, extra, machine,
       on_progress=lambda partial: benchmark_report.write(partial, results_dir))

@@ -632,8 +632,9 @@ def run_benchmark(config: BenchmarkConfig,
                   ) -> Report:
   """Measures every method for every (cell, length): ``config.methods``,
   then ``extra_methods`` (in their order). Returns the :class:`Report`.
-  ``on_progress`` gets the report so far after each (cell, length), so a
-  long benchmark stopped part-way keeps what it measured."""
+  ``on_progress`` gets the report so far after each (cell, length) but the
+  last (the returned report is the whole), so a long benchmark stopped
+  part-way keeps what it measured."""
   extra_methods = extra_methods or {}
   machine = {**machine_info(config), **(machine_extra or {})}
   logging.info("benchmark on %s (%s), JAX %s", machine["device_kind"],
@@ -649,9 +650,10 @@ def run_benchmark(config: BenchmarkConfig,
               "methods": methods,
               "train_config": config.base.training_settings()}
   rows = []
-  for cfg in config.run_configs():
+  run_configs = config.run_configs()
+  for k, cfg in enumerate(run_configs, 1):
     rows.extend(measure_together(config, cfg, methods, peaks, extra_methods))
     _add_speedups(rows)
-    if on_progress is not None:
+    if on_progress is not None and k < len(run_configs):
       on_progress(Report(machine, settings, peaks, list(rows)))
   return Report(machine, settings, peaks, rows)

@@ -85,8 +85,12 @@ class Recipe:
   def steps_at_horizon(self) -> Optional[float]:
     """The median steps to solve of the seeds at the horizon; None without
     one (not even ``min_length`` solved)."""
-    found = self.entry.get("horizon")
-    steps = [s for e in self.entry["evaluations"] if e["length"] == found
+    return self.steps_at(self.entry.get("horizon"))
+
+  def steps_at(self, length: Optional[int]) -> Optional[float]:
+    """The median steps to solve of the seeds that solved ``length``; None
+    where none did (or ``length`` is None)."""
+    steps = [s for e in self.entry["evaluations"] if e["length"] == length
              for s in e["steps_to_solve"] if s is not None]
     return float(np.median(steps)) if steps else None
 

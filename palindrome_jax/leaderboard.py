@@ -22,8 +22,6 @@ import dataclasses
 import os
 from typing import Any, Iterable, Optional, Sequence
 
-import numpy as np
-
 from palindrome_jax import compare
 from palindrome_jax import config as config_lib
 from palindrome_jax import data
@@ -71,12 +69,21 @@ class Standing:
   def steps_at_bound(self) -> Optional[float]:
     """The median steps to solve of the best search's seeds at
     :attr:`bound`."""
-    return _median_steps(self.best, self.bound)
+    return self.best.steps_at(self.bound)
 
   @property
   def searching(self) -> bool:
     """Whether the best search of this standing has not ended yet."""
     return not compare.ended(self.best)
+
+  @property
+  def horizon_text(self) -> str:
+    """The best search's horizon as its table states it, marked where the
+    search has not ended (and its text does not say so already)."""
+    text = self.best.horizon
+    if self.searching and "so far" not in text:
+      return f"{text} (searching)"
+    return text
 
   @property
   def label(self) -> str:
@@ -153,17 +160,10 @@ def _standing_key(recipe: compare.Recipe) -> tuple:
   passed: its horizon can only be longer), an ended search before one under
   way at the same N, then the fewest median steps to solve at it."""
   bound = lower_bound(recipe)
-  steps = _median_steps(recipe, bound)
+  steps = recipe.steps_at(bound)
   return (-bound if bound is not None else float("inf"),
           not compare.ended(recipe),
           steps if steps is not None else float("inf"))
-
-
-def _median_steps(recipe: compare.Recipe,
-                  length: Optional[int]) -> Optional[float]:
-  steps = [s for e in recipe.entry["evaluations"] if e["length"] == length
-           for s in e["steps_to_solve"] if s is not None]
-  return float(np.median(steps)) if steps else None
 
 
 def _order(standing: Standing) -> tuple:

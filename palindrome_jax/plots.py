@@ -449,17 +449,10 @@ def leaderboard(standings: list, path: str) -> None:
   n = len(standings)
   fig, ax = _subplots(figsize=(8, 1.2 + 0.42 * n))
   training = standings[0].best.settings["training"]
-  values, labels = [], []
-  for s in standings:
-    entry = s.best.entry
-    found = entry.get("horizon")
-    if found is None and s.searching:
-      passed = [e["length"] for e in entry["evaluations"] if e["passed"]]
-      found = max(passed) if passed else None
-    values.append(found)
-    labels.append(f"{s.label}, {s.num_layers} layer"
-                  f"{'s' if s.num_layers > 1 else ''}, "
-                  f"{report.number(s.num_params, ',.0f')} params")
+  values = [s.bound for s in standings]
+  labels = [f"{s.label}, {s.num_layers} layer{'s' if s.num_layers > 1 else ''}"
+            f", {report.number(s.num_params, ',.0f')} params"
+            for s in standings]
   y = np.arange(n)[::-1]
   top = max([v for v in values if v] or [10])
   for yi, s, value in zip(y, standings, values):
@@ -469,10 +462,8 @@ def leaderboard(standings: list, path: str) -> None:
       ax.barh(yi, value, color="#4c72b0" if not open_bound else "white",
               edgecolor="#4c72b0", hatch="//" if open_bound else None,
               height=0.7)
-    ax.text((value or 1) * 1.08, yi,
-            text + (" (searching)" if s.searching and "so far" not in text
-                    else ""),
-            va="center", fontsize="small")
+    ax.text((value or 1) * 1.08, yi, s.horizon_text, va="center",
+            fontsize="small")
   ax.set_xscale("log")
   ax.set_xlim(1, top * 5)
   ax.xaxis.set_major_formatter(

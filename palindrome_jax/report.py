@@ -719,9 +719,7 @@ def leaderboard_table(standings: Sequence[Any]) -> list[str]:
         else f"{s.num_layers} (residual)",
         number(s.num_hidden, ".0f"), number(s.num_params, ",.0f"),
         number(s.state_size, ",.0f"),
-        f"**{s.best.horizon}**" + (" (searching)" if s.searching
-                                   and "so far" not in s.best.horizon
-                                   else ""),
+        f"**{s.horizon_text}**",
         number(s.steps_at_bound, "g"), _first_failure(s),
         _learning_rates(s),
         number(s.cost, ".3g")])
