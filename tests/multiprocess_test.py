@@ -33,9 +33,12 @@ TINY = ["--cells=rnn,lstm", "--lengths=3,4", "--batch_size=8",
         "--num_hidden=8", "--train_steps=40", "--log_every=20",
         "--eval_batches=2", "--cpu_devices=1"]
 # The killed sweep: eight runs of one shape, four a process: each process
-# compiles once (most of a tiny run's time), and one killed after its first
-# run has three to go.
-ONE_SHAPE = ["--cells=rnn", "--lengths=3", "--seeds=8"]
+# compiles once, and one killed after its first run has three to go. Each run
+# trains long enough (about 0.5 s on one core) that those three cannot finish
+# between the first one's line and the kill: at 40 steps (10 ms a run) a
+# loaded machine let them, and no run was left for the rerun.
+ONE_SHAPE = ["--cells=rnn", "--lengths=3", "--seeds=8", "--train_steps=10000",
+             "--log_every=1000"]
 RUNS = 8
 ABORTED = ("Fatal Python error", "Check failure", "Traceback")
 # Every process below is killed past this; a test that needs it has failed.
