@@ -238,6 +238,46 @@ def gated_deltanet_last(params: cells.Params, carry0, u_TxBxP: jax.Array):
   return gated_deltanet_step(params, carry, u_TxBxP[-1])
 
 
+@jax.custom_vjp
+def unit_lower_solve(a, b):
+  """``X`` with ``(I + A) X = B`` for ``A [..., C, C]`` strictly lower
+  triangular (its diagonal and upper part are not read), ``B [..., C, m]``.
+
+  One triangular solve forward and one backward, never two side by side: on a
+  CPU each is a LAPACK call that waits on its batch's tasks in XLA's
+  intra-op pool, and two independent ones can take every thread of a small
+  pool and wait for each other for ever (a 2-core machine hung on about one
+  step in five). JAX's own rule solves the backward twice, independently
+  (once for ``B``'s gradient, once for ``A``'s); this one reuses the first.
+  """
+  return _unit_lower_solve_fwd(a, b)[0]
+
+
+def _unit_lower_solve_fwd(a, b):
+  x = jax.lax.linalg.triangular_solve(
+      _with_unit_diagonal(a), b, left_side=True, lower=True,
+      unit_diagonal=True)
+  return x, (a, x)
+
+
+def _unit_lower_solve_bwd(residuals, g_x):
+  a, x = residuals
+  g_b = jax.lax.linalg.triangular_solve(
+      _with_unit_diagonal(a), g_x, left_side=True, lower=True,
+      transpose_a=True, unit_diagonal=True)
+  strict = jnp.tril(jnp.ones(a.shape[-2:], bool), -1)
+  g_a = jnp.where(strict, -jnp.einsum("...rm,...im->...ri", g_b, x), 0.0)
+  return g_a.astype(a.dtype), g_b
+
+
+def _with_unit_diagonal(a):
+  return a + jax.lax.broadcast_to_rank(jnp.eye(a.shape[-1], dtype=a.dtype),
+                                       a.ndim)
+
+
+unit_lower_solve.defvjp(_unit_lower_solve_fwd, _unit_lower_solve_bwd)
+
+
 def chunkwise_delta_rule(q, k, v, log_alpha, beta, s0, chunk_size: int):
   """The gated delta rule over a sequence, chunk by chunk.
 
@@ -277,11 +317,11 @@ def chunkwise_delta_rule(q, k, v, log_alpha, beta, s0, chunk_size: int):
   decay = jnp.where(causal, jnp.exp(jnp.where(causal, diff, 0.0)), 0.0)
   a = jnp.where(strict, beta[..., :, None] * decay
                 * jnp.einsum("...rd,...id->...ri", k, k), 0.0)
-  eye = jax.lax.broadcast_to_rank(jnp.eye(size, dtype=a.dtype), a.ndim)
-  solve = functools.partial(jax.lax.linalg.triangular_solve, eye + a,
-                            left_side=True, lower=True, unit_diagonal=True)
-  w = solve((beta * jnp.exp(g_cum))[..., None] * k)
-  u_tilde = solve(beta[..., None] * v)
+  # Both right-hand sides in one solve (see unit_lower_solve).
+  d_k = k.shape[-1]
+  w_u = unit_lower_solve(a, jnp.concatenate(
+      [(beta * jnp.exp(g_cum))[..., None] * k, beta[..., None] * v], axis=-1))
+  w, u_tilde = w_u[..., :d_k], w_u[..., d_k:]
   attn = decay * jnp.einsum("...rd,...id->...ri", q, k)
   to_end = jnp.exp(g_cum[..., -1:] - g_cum)  # e^{G_C - G_i} <= 1.
 

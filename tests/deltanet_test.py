@@ -4,6 +4,7 @@ chunkwise form against the recurrence, gradients, counts, a training run."""
 import functools
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -250,6 +251,60 @@ def test_parallel_equals_sequential_in_float64(carry_seed):
       np.testing.assert_allclose(value_p, value, rtol=1e-12)
       for g_p, g in zip(jax.tree.leaves(grads_p), jax.tree.leaves(grads)):
         np.testing.assert_allclose(g_p, g, rtol=1e-9, atol=1e-11)
+
+
+def _count_primitive(jaxpr, name):
+  """How often ``name`` occurs in ``jaxpr`` and every jaxpr inside it."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name == name
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      count += _count_primitive(sub, name)
+  return count
+
+
+def test_one_triangular_solve_forward_and_one_backward():
+  # Two independent solves hung a 2-core CPU about one step in five: each
+  # LAPACK call waits on its batch's tasks in XLA's intra-op pool, and two
+  # side by side held both of its threads (FINDINGS 11). JAX's own gradient
+  # of a solve has two independent ones.
+  x_TxBxD, target = _loss_inputs(2)
+  params, carry0 = _random_params(3), _random_carry(0, dtype=np.float32)
+  sequence = functools.partial(deltanet.gated_deltanet_sequence, chunk_size=4)
+  loss = functools.partial(_loss, sequence)
+  args = (params, carry0, x_TxBxD.astype(np.float32),
+          target.astype(np.float32))
+  forward = jax.make_jaxpr(loss)(*args).jaxpr
+  both = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(*args).jaxpr
+  assert _count_primitive(forward, "triangular_solve") == 1
+  assert _count_primitive(both, "triangular_solve") == 2
+
+
+def test_unit_lower_solve_and_its_gradient_equal_jaxs_in_float64():
+  rng = np.random.default_rng(5)
+  strict = np.tril(np.ones((6, 6), bool), -1)
+  eye = np.broadcast_to(np.eye(6), (3, 2, 6, 6))
+  with jax.enable_x64(True):
+    a = rng.standard_normal((3, 2, 6, 6)) / 3  # Its upper part is not read.
+    b = rng.standard_normal((3, 2, 6, 5))
+    weight = rng.standard_normal((3, 2, 6, 5))
+
+    def jaxs(a, b):
+      return jax.lax.linalg.triangular_solve(
+          jnp.where(strict, a, 0.0) + eye, b, left_side=True, lower=True,
+          unit_diagonal=True)
+
+    x = deltanet.unit_lower_solve(np.where(strict, a, 0.0), b)
+    np.testing.assert_allclose((np.where(strict, a, 0.0) + eye) @ x, b,
+                               atol=1e-12)
+    grads = {}
+    for name, solve in (("ours", deltanet.unit_lower_solve), ("jax", jaxs)):
+      loss = lambda a, b, solve=solve: jnp.sum(  # noqa: E731
+          jnp.sin(solve(jnp.where(strict, a, 0.0), b)) * weight)
+      grads[name] = jax.grad(loss, argnums=(0, 1))(a, b)
+    for g, g_jax in zip(grads["ours"], grads["jax"]):
+      np.testing.assert_allclose(g, g_jax, rtol=1e-12, atol=1e-13)
+    assert np.all(grads["ours"][0][..., ~strict] == 0)
 
 
 def test_gradients_match_central_differences_in_float64():
