@@ -480,6 +480,9 @@ def machine_info(config: BenchmarkConfig) -> dict[str, Any]:
       "platform": platform.platform(),
       "processor": platform.processor() or _cpu_model(),
       "cpu_count": os.cpu_count(),
+      # Fewer where the process is pinned (`taskset -c 0`: one core's cost).
+      "cpus_usable": (len(os.sched_getaffinity(0))
+                      if hasattr(os, "sched_getaffinity") else os.cpu_count()),
       "python": platform.python_version(),
       "jax": jax.__version__,
       "backend": jax.default_backend(),

@@ -615,6 +615,9 @@ def device_line(machine: dict[str, Any]) -> str:
   kind = machine["device_kind"]
   if machine["backend"] == "cpu":
     kind = f"{machine['processor'] or 'CPU'}, {machine['cpu_count']} cores"
+    usable = machine.get("cpus_usable")
+    if usable and usable < machine["cpu_count"]:
+      kind += f" ({usable} used: the process was pinned)"
   return f"{kind} (JAX {machine['jax']}, {machine['backend']})"
 
 

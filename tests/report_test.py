@@ -158,3 +158,15 @@ def test_the_evaluation_table_has_a_column_per_test_length():
       "| cell | trained N | test N=5 | test N=8 |", "|---|---|---|---|",
       "| gru | 5 | – | – |", "| rnn | 5 | 100.00 | 25.00 |", "",
       "Not evaluated:", "- gru N=5 seed 1: error: gone"]
+
+
+def test_the_device_line_says_when_the_process_was_pinned():
+  machine = {"backend": "cpu", "device_kind": "cpu", "jax": "0.10.2",
+             "processor": "AMD EPYC", "cpu_count": 2}
+  assert report.device_line(machine) == "AMD EPYC, 2 cores (JAX 0.10.2, cpu)"
+  assert report.device_line(dict(machine, cpus_usable=2)) == (
+      "AMD EPYC, 2 cores (JAX 0.10.2, cpu)")
+  assert report.device_line(dict(machine, cpus_usable=1)) == (
+      "AMD EPYC, 2 cores (1 used: the process was pinned) (JAX 0.10.2, cpu)")
+  gpu = dict(machine, backend="gpu", device_kind="NVIDIA H200", cpus_usable=1)
+  assert report.device_line(gpu) == "NVIDIA H200 (JAX 0.10.2, gpu)"
