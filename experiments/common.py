@@ -44,7 +44,8 @@ SEED = flags.DEFINE_integer("seed", config.FIRST_SEED,
 CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0,
     "On CPU, expose this many devices so independent runs use every core "
-    "(one run per device); 0: one per core. Ignored on GPU/TPU.")
+    "(one run per device; a run waits until its estimated memory fits "
+    "beside the others'); 0: one per core. Ignored on GPU/TPU.")
 
 COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address", None,

@@ -75,29 +75,56 @@ class DevicePool:
   next free device, and may be called from several threads at once (a
   horizon search runs one such caller per cell): the devices are shared
   between all of them.
+
+  CPU devices (one per core) share the host's memory, so runs side by side
+  on them also share ``host_bytes`` (default: what the operating system has
+  available when the pool is made): an item given its ``need`` in bytes
+  waits for a free device and for that much of the budget, unless it would
+  run alone (a run too large for the budget alone is the entrypoints' to
+  refuse, :func:`check_memory`). Accelerators each hold their own memory:
+  no budget.
   """
 
-  def __init__(self, devices: Optional[Sequence[jax.Device]] = None):
+  def __init__(self, devices: Optional[Sequence[jax.Device]] = None,
+               host_bytes: Optional[int] = None):
     self.devices = list(devices or jax.local_devices()[:1])
     self._free = list(self.devices)
     self._cond = threading.Condition()
+    if host_bytes is None and len(self.devices) > 1 and all(
+        getattr(d, "platform", None) == "cpu" for d in self.devices):
+      host_bytes = device_memory(self.devices[0])
+    self.host_bytes = host_bytes
+    self._host_free = host_bytes
+    self._running = 0
 
   def __len__(self) -> int:
     return len(self.devices)
 
+  def _fits(self, need: int) -> bool:
+    return (self._host_free is None or self._running == 0
+            or need <= self._host_free)
+
   @contextlib.contextmanager
-  def device(self):
-    """Waits for a free device and holds it for the ``with`` block."""
+  def device(self, need: int = 0):
+    """Waits for a free device (and ``need`` bytes of the host's memory,
+    see the class) and holds them for the ``with`` block."""
     with self._cond:
-      while not self._free:
+      while not self._free or not self._fits(need):
         self._cond.wait()
       device = self._free.pop(0)
+      taken = need if self._host_free is not None else 0
+      if self._host_free is not None:
+        self._host_free -= taken
+      self._running += 1
     try:
       yield device
     finally:
       with self._cond:
         self._free.append(device)
         self._free.sort(key=self.devices.index)
+        if self._host_free is not None:
+          self._host_free += taken
+        self._running -= 1
         self._cond.notify_all()
 
   @contextlib.contextmanager
@@ -115,8 +142,11 @@ class DevicePool:
         self._cond.notify_all()
 
   def map(self, fn: Callable[[Any, jax.Device], Any],
-          items: Iterable[Any]) -> list:
-    """``[fn(item, device) ...]`` in the order of ``items``, side by side.
+          items: Iterable[Any],
+          need: Callable[[Any], int] = lambda item: 0) -> list:
+    """``[fn(item, device) ...]`` in the order of ``items``, side by side,
+    each once ``need(item)`` bytes of the host's memory are free (see the
+    class).
 
     Every item runs even when another raises; the first exception (in the
     order of ``items``) is raised once all have finished.
@@ -125,12 +155,12 @@ class DevicePool:
     if len(self.devices) == 1 or len(items) <= 1:
       results = []
       for item in items:
-        with self.device() as device:
+        with self.device(need(item)) as device:
           results.append(fn(item, device))
       return results
 
     def on_free_device(item):
-      with self.device() as device:
+      with self.device(need(item)) as device:
         return fn(item, device)
 
     with futures.ThreadPoolExecutor(len(self.devices)) as pool:

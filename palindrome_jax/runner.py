@@ -216,7 +216,10 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
                        progress, records,
                        outcome if outcome is not None else Outcome([], []),
                        profile_dir)
-    _run_side_by_side(programs, costs, pool, vmap_seeds,
+    needs = ({p: _memory_need(_config_of(base, p), len(p) if vmap_seeds
+                              else 1) for p in programs}
+             if pool.host_bytes is not None else {p: 0 for p in programs})
+    _run_side_by_side(programs, costs, needs, pool, vmap_seeds,
                       trainer.train_program)
   release_programs_if_crowded()
   return records
@@ -311,11 +314,13 @@ def _job_progress(progress: Optional[progress_lib.Progress],
 
 
 def _run_side_by_side(programs: list[Program], costs: dict[Program, float],
+                      needs: dict[Program, int],
                       pool: devices_lib.DevicePool, vmap_seeds: bool,
                       train_program: Callable[..., None]) -> None:
   """``train_program(program, cost, devices)`` for every program: each on
-  a free device of ``pool``, or, when vmapped seeds split evenly over every
-  device, one program at a time over all of them."""
+  a free device of ``pool`` once its ``needs`` (bytes) fit beside the
+  programs training on the host's memory, or, when vmapped seeds split
+  evenly over every device, one program at a time over all of them."""
   # Longest first: when programs run side by side, the last to finish is then
   # a short one and no device idles long at the end.
   programs = sorted(programs, key=lambda p: -costs[p])
@@ -326,7 +331,7 @@ def _run_side_by_side(programs: list[Program], costs: dict[Program, float],
         train_program(program, costs[program], devices)
   else:
     pool.map(lambda p, device: train_program(p, costs[p], [device]),
-             programs)
+             programs, need=lambda p: needs[p])
 
 
 @dataclasses.dataclass
@@ -531,6 +536,15 @@ def _run_summary(record: Optional[dict]) -> str:
           f"{report.percent(record.get('test_accuracy'))}%, solved at "
           f"{steps if steps is not None else report.MISSING}, "
           f"{report.seconds(record.get('wall_seconds'))}")
+
+
+def _memory_need(cfg: train.RunConfig, num_seeds: int) -> int:
+  """Bytes a program of ``cfg`` takes (:func:`train.estimate_memory`), or 0
+  for one that cannot be traced (it fails as a run, recorded)."""
+  try:
+    return train.estimate_memory(cfg, num_seeds)
+  except Exception:  # pylint: disable=broad-except
+    return 0
 
 
 def longest_first(runs: Sequence[Run], base: train.RunConfig) -> list[Run]:

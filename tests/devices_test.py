@@ -14,6 +14,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import jax
 import pytest
@@ -160,6 +162,8 @@ def test_configure_once_jax_runs_keeps_its_devices_and_says_so(caplog):
 class _Device:
   """A device that holds ``limit`` bytes."""
 
+  platform = "tpu"
+
   def __init__(self, limit):
     self.limit = limit
 
@@ -206,3 +210,57 @@ def test_sharing_the_job_name_without_the_distributed_client_says_which_jax(
   with pytest.raises(RuntimeError, match=r"global_state\.client \(in JAX "
                      r"0\.8\.2 \(the floor\) to 0\.10\.2\); JAX .* has none"):
     devices._share_job_name(0, 1)  # pylint: disable=protected-access
+
+
+class _Cpu:
+  """A CPU device: runs on it draw on the host's memory."""
+  platform = "cpu"
+
+  def __init__(self, name):
+    self.name = name
+
+  def memory_stats(self):
+    return None
+
+
+def _most_side_by_side(pool, needs, hold=0.3):
+  """Runs one item per need through ``pool.map``; returns the most that ran
+  at once."""
+  lock, running, most = threading.Lock(), [0], [0]
+
+  def run(item, device):
+    del item, device
+    with lock:
+      running[0] += 1
+      most[0] = max(most[0], running[0])
+    time.sleep(hold)
+    with lock:
+      running[0] -= 1
+
+  pool.map(run, range(len(needs)), need=lambda k: needs[k])
+  return most[0]
+
+
+def test_runs_side_by_side_on_cpu_devices_share_the_host_memory():
+  # Two CPU devices share one memory: two runs that each need 60% of it
+  # must not run at once (together they would be killed for memory), two
+  # that need 40% may; a run larger than the whole budget still runs alone
+  # (the entrypoint's check_memory refuses it before anything starts).
+  pool = devices.DevicePool([_Cpu("a"), _Cpu("b")], host_bytes=100)
+  assert _most_side_by_side(pool, [60, 60, 60]) == 1
+  assert _most_side_by_side(pool, [40, 40]) == 2
+  assert _most_side_by_side(pool, [150, 10]) == 1
+  assert _most_side_by_side(pool, [70, 30, 30]) == 2
+  # Every byte was given back.
+  assert _most_side_by_side(pool, [50, 50]) == 2
+
+
+def test_only_cpu_devices_side_by_side_have_a_host_budget(monkeypatch):
+  monkeypatch.setattr(devices, "device_memory", lambda device: 1234)
+  assert devices.DevicePool([_Cpu("a"), _Cpu("b")]).host_bytes == 1234
+  assert devices.DevicePool([_Cpu("a")]).host_bytes is None  # One at a time.
+  accelerators = [_Device(10), _Device(10)]  # Each has its own memory.
+  assert devices.DevicePool(accelerators).host_bytes is None
+  # Without a budget, needs are not looked at.
+  assert _most_side_by_side(devices.DevicePool(accelerators),
+                            [10**12, 10**12]) == 2

@@ -5,6 +5,8 @@ import contextlib
 import dataclasses
 import os
 import signal
+import threading
+import time
 
 import jax
 import pytest
@@ -281,3 +283,32 @@ def test_a_process_near_the_mapping_limit_releases_its_programs(
     _train(tmp_path, [Run("lstm", length, 1)])
   # Kept, the four add about 700 mappings each here.
   assert (_memory_mappings() < after_one + 500) == released
+
+
+def test_runs_side_by_side_on_cpu_devices_wait_for_host_memory(
+    tmp_path, monkeypatch):
+  # Each run draws its estimate (train.estimate_memory) on the host's memory
+  # that CPU devices share: the two N=4 runs, 60% each, train one at a
+  # time; the two N=3 runs, 40% each, beside each other.
+  monkeypatch.setattr(train, "estimate_memory",
+                      lambda cfg, num_seeds=1: {3: 40, 4: 60}[cfg.length])
+  lock, running, most = threading.Lock(), [0], {}
+
+  def fake(cfg, seeds, **kwargs):
+    with lock:
+      running[0] += 1
+      most[cfg.length] = max(most.get(cfg.length, 0), running[0])
+    time.sleep(0.3)
+    with lock:
+      running[0] -= 1
+    return FakeTrainer()(cfg, seeds, **kwargs)
+
+  class Cpu:
+    platform = "cpu"
+
+  pool = devices_lib.DevicePool([Cpu(), Cpu()], host_bytes=100)
+  with runner.open_results(str(tmp_path), TINY, "a test") as (found, _):
+    for length in (4, 3):
+      runner.train_runs([Run("rnn", length, 1), Run("rnn", length, 2)],
+                        TINY, found, pool, train_fn=fake)
+  assert most == {4: 1, 3: 2}
