@@ -40,7 +40,10 @@ def count_params(cell: str, num_hidden: int, input_dim: int = 1,
     shapes = jax.eval_shape(
         lambda key: model.init(key, built, input_dim, num_hidden,
                                data.NUM_CLASSES, num_layers, block),
-        jax.random.PRNGKey(0))
+        # A key's shape, not a key: making an array would start JAX's
+        # backend, and the entrypoints size cells before they set how many
+        # CPU devices it has.
+        jax.ShapeDtypeStruct((2,), jnp.uint32))
   except ValueError:  # The cell's own check: e.g. heads must divide it.
     return None
   return int(model.num_params(shapes))

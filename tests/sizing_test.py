@@ -1,6 +1,9 @@
 """Model sizes: parameter counts by hand, the width for a budget, --num_params."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -95,3 +98,18 @@ def test_the_budget_is_a_shared_setting_and_the_width_is_not():
 def test_a_bad_budget_names_its_field():
   with pytest.raises(config.ConfigError, match="^num_params: must be a pos"):
     config.RunConfig(num_params=0)
+
+
+def test_sizing_leaves_the_devices_to_be_configured():
+  # The entrypoints size the cells (--num_params) while reading their
+  # flags, before they set the CPU device count: sizing must not start
+  # JAX's backend, or a sweep on a 2-core CPU ran on one device.
+  script = (
+      "from palindrome_jax import config, devices, sizing\n"
+      "config.RunConfig(cell='gru', num_params=20000)\n"
+      "sizing.state_size('lstm', 16)\n"
+      "print(len(devices.configure(cpu_devices=3)))\n")
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                        text=True, check=True, env={**os.environ,
+                                                    "JAX_PLATFORMS": "cpu"})
+  assert done.stdout.strip() == "3", done.stderr[-2000:]
