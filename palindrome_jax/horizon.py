@@ -482,7 +482,7 @@ def write_summaries(content: dict, results_dir: str, runs: list[dict]) -> None:
   plots.steps_to_solve(
       tried, os.path.join(results_dir, "steps_to_solve.png"),
       budget=content["settings"]["training"]["train_steps"],
-      title="Steps to solve, lengths searched")
+      title="Steps to solve, lengths searched", log_length=True)
 
 
 def summary_table(content: dict) -> str:

@@ -95,15 +95,23 @@ def accuracy_vs_length(rows: list[dict], path: str) -> None:
 
 
 def steps_to_solve(rows: list[dict], path: str, budget: int,
-                   title: str = "How fast each cell learns") -> None:
+                   title: str = "How fast each cell learns",
+                   log_length: bool = False) -> None:
   """Steps to solve against N, one line per cell: the median over seeds,
   the range shaded. A seed that never solved counts at the budget (drawn as
   an open marker there), so the median is a lower bound once any seed
-  failed; lengths where no seed solved sit on the budget line."""
+  failed; lengths where no seed solved sit on the budget line. With
+  ``log_length`` (a horizon search's doubling lengths), N is on a log scale
+  and the cells' lines are drawn a little apart, so equal ones stay seen."""
   fig, ax = _subplots(figsize=(6.5, 4.2))
-  _draw_steps_to_solve(ax, sorted(rows, key=lambda r: r["cell"]), budget)
+  _draw_steps_to_solve(ax, sorted(rows, key=lambda r: r["cell"]), budget,
+                       dodge=log_length)
   seeds = _most_seeds(rows)
-  ax.set_xlabel("palindrome length N (digits read)")
+  if log_length:
+    lengths = sorted({r["length"] for r in rows})
+    _log_length_axis(ax, lengths, lengths[:1] + lengths[-1:], [])
+  else:
+    ax.set_xlabel("palindrome length N (digits read)")
   ax.set_title(title + (f" (median, range; {seeds} seeds)" if seeds > 1
                         else ""), fontsize="medium")
   ax.legend(fontsize="small")
@@ -132,14 +140,22 @@ def _line_styles(num_lines: int) -> list[dict[str, str]]:
   return styles
 
 
-def _draw_steps_to_solve(ax, rows: list[dict], budget: int) -> dict[str, Any]:
+# On a log axis, the factor between neighbouring lines' N when dodged.
+_DODGE = 1.03
+
+
+def _draw_steps_to_solve(ax, rows: list[dict], budget: int,
+                         dodge: bool = False) -> dict[str, Any]:
   """Draws :func:`steps_to_solve`'s lines on ``ax``, in the order the cells
-  first appear in ``rows``; returns each cell's style (colour, line style
-  and marker, as ``plot``'s keywords)."""
+  first appear in ``rows`` (with ``dodge``, for a log axis, each moved by a
+  factor of :data:`_DODGE` from the next, centred on the lengths); returns
+  each cell's style (colour, line style and marker, as ``plot``'s
+  keywords)."""
   names = list(dict.fromkeys(r["cell"] for r in rows))
   styles = dict(zip(names, _line_styles(len(names))))
-  for cell in names:
+  for k, cell in enumerate(names):
     lengths = sorted({r["length"] for r in rows if r["cell"] == cell})
+    factor = _DODGE ** (k - (len(names) - 1) / 2) if dodge else 1
     medians, lows, highs, unsolved_at = [], [], [], []
     for n in lengths:
       runs = [r for r in rows if r["cell"] == cell and r["length"] == n
@@ -153,16 +169,18 @@ def _draw_steps_to_solve(ax, rows: list[dict], budget: int) -> dict[str, Any]:
       highs.append(np.max(steps))
       if any(s == budget for s in steps):
         unsolved_at.append(n)
-    line, = ax.plot(lengths, medians, label=cell, **styles[cell])
+    at = [n * factor for n in lengths]
+    line, = ax.plot(at, medians, label=cell, **styles[cell])
     if len(lengths) > 1:
-      ax.fill_between(lengths, lows, highs, color=line.get_color(), alpha=0.15)
+      ax.fill_between(at, lows, highs, color=line.get_color(), alpha=0.15)
     else:
       below = [m - l for m, l in zip(medians, lows)]
       above = [h - m for m, h in zip(medians, highs)]
-      ax.errorbar(lengths, medians, yerr=[below, above],
+      ax.errorbar(at, medians, yerr=[below, above],
                   color=line.get_color(), capsize=4)
     if unsolved_at:
-      ax.scatter(unsolved_at, [budget] * len(unsolved_at), marker="o",
+      ax.scatter([n * factor for n in unsolved_at],
+                 [budget] * len(unsolved_at), marker="o",
                  facecolor="white", edgecolor=line.get_color(), zorder=3, s=60)
   ax.axhline(budget, color="black", linestyle="--", linewidth=1,
              label=f"budget ({budget} steps): not solved")
@@ -181,7 +199,8 @@ def recipes(found: list, path: str) -> None:
                                  gridspec_kw={"height_ratios": [2, 3]})
   rows = [row for r in found for row in r.rows()]
   training = found[0].settings["training"]
-  styles = _draw_steps_to_solve(bottom, rows, training["train_steps"])
+  styles = _draw_steps_to_solve(bottom, rows, training["train_steps"],
+                                dodge=True)
   lengths_all, horizons = set(), []
   # Many recipes solve every seed up to some N: offset their lines a little
   # so that each stays visible where they all read 100%.

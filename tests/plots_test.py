@@ -230,3 +230,24 @@ def test_the_benchmark_figure_has_a_bar_per_method_measured(drawn):
   assert [t.get_text() for t in ax.get_xticklabels()] == ["rnn N=5",
                                                           "lstm N=5"]
   assert ax.get_yscale() == "log" and ax.get_title() == "steps/s"
+
+
+def test_a_doubling_search_draws_steps_on_a_log_axis_each_cell_visible(drawn):
+  # A horizon search doubles N (200, 400, 800): on a linear axis its first
+  # lengths crowd at the left. Two cells that solved in the same steps at
+  # each N are drawn a little apart, so neither hides the other.
+  rows = [{"cell": cell, "length": n, "status": "ok", "steps_to_solve": 1000}
+          for cell in ("mingru", "minlstm") for n in (200, 400, 800)
+          for _ in range(3)]
+  plots.steps_to_solve(rows, "s.png", budget=10000, log_length=True)
+  ax = drawn[0].axes[0]
+  assert ax.get_xscale() == "log"
+  xs = {label: list(x) for label, (x, _) in _lines(ax).items()}
+  assert set(xs) >= {"mingru", "minlstm"}
+  for a, b in zip(xs["mingru"], xs["minlstm"]):
+    assert a != b and 0.9 < a / b < 1.1
+  assert list(ax.get_xticks()) == [200, 400, 800]  # The lengths tried.
+  # The sweep's lengths (5, 10, 15, 20) stay on a linear axis, undodged.
+  plots.steps_to_solve(rows, "t.png", budget=10000)
+  assert drawn[1].axes[0].get_xscale() == "linear"
+  assert list(_lines(drawn[1].axes[0])["mingru"][0]) == [200, 400, 800]
