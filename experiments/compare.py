@@ -49,6 +49,11 @@ COSTS = flags.DEFINE_string(
     "of experiments.benchmark at N=100; a row's cost is core-seconds per "
     "1,000 steps of the sweep's compiled loop for its model.",
     flag_values=COMMAND.flag_values)
+EQUAL_PARAMS = flags.DEFINE_integer(
+    "equal_params", None, "With --leaderboard: the table at equal "
+    "parameters, its rows the models within 1% of this many (sized to it "
+    "by --num_params, or that size at their width), e.g. 67850, the "
+    "original LSTM's.", flag_values=COMMAND.flag_values)
 RESULTS_DIR = flags.DEFINE_string(
     "results_dir", "results/compare",
     "Where compare.md, .json and .png go (rewritten on each run: they hold "
@@ -90,16 +95,41 @@ def main(argv):
   if COSTS.value is not None and not LEADERBOARD.value:
     raise validation.FlagError("costs", "give --leaderboard too: the costs "
                                "are the leaderboard's")
+  if EQUAL_PARAMS.value is not None:
+    if not LEADERBOARD.value:
+      raise validation.FlagError("equal_params", "give --leaderboard too: "
+                                 "it picks the leaderboard's rows")
+    if EQUAL_PARAMS.value < 1:
+      raise validation.FlagError(
+          "equal_params", f"must be >= 1, got {EQUAL_PARAMS.value}")
   benchmarks = [_benchmark(path) for path in
                 cli.parse_items("costs", COSTS.value or "", str)]
+  standings = (leaderboard.standings(found, benchmarks) if LEADERBOARD.value
+               else None)
+  if EQUAL_PARAMS.value is not None:
+    standings = _at_params(standings, EQUAL_PARAMS.value)
   results_dir = validation.writable_dir("results_dir", RESULTS_DIR.value)
   compare.write(found, results_dir, not_searched)
   print(compare.summary_table(found))
-  if LEADERBOARD.value:
-    standings = leaderboard.standings(found, benchmarks)
-    leaderboard.write(standings, results_dir)
+  if standings is not None:
+    leaderboard.write(standings, results_dir, EQUAL_PARAMS.value)
     print("\n".join(report.leaderboard_table(standings)))
   print(f"Results in {results_dir}/")
+
+
+def _at_params(standings: list, params: int) -> list:
+  """The standings at ``params`` parameters, or a FlagError saying which
+  sizes the searches have."""
+  kept = leaderboard.at_params(standings, params)
+  if not kept:
+    counts = sorted(s.num_params for s in standings
+                    if s.num_params is not None)
+    sizes = f" ({counts[0]:,} to {counts[-1]:,})" if counts else ""
+    raise validation.FlagError(
+        "equal_params", f"no model of the searches has within "
+        f"{100 * leaderboard.EQUAL_PARAMS_TOLERANCE:g}% of {params:,} "
+        f"parameters{sizes}")
+  return kept
 
 
 def _benchmark(path: str) -> dict:

@@ -30,6 +30,11 @@ from palindrome_jax import plots
 from palindrome_jax import report
 from palindrome_jax import sizing
 
+# How near a model's parameter count must be to a budget to stand in the
+# table at equal parameters: --num_params picks the width closest to it,
+# within a fraction of a percent for the cells here.
+EQUAL_PARAMS_TOLERANCE = 0.01
+
 # The length at which a standing's cost is read from a benchmark.
 COST_LENGTH = 100
 # The benchmark method whose rate the cost is: what the sweep trains with.
@@ -145,6 +150,14 @@ def standings(found: Sequence[compare.Recipe],
   return sorted(rows, key=_order)
 
 
+def at_params(rows: Sequence[Standing], params: int) -> list[Standing]:
+  """The standings of ``rows`` whose models have ``params`` parameters to
+  within :data:`EQUAL_PARAMS_TOLERANCE`: sized to it (``--num_params``),
+  or that size at their width (the LSTM's 67,850 at 128 units)."""
+  return [s for s in rows if s.num_params is not None
+          and abs(s.num_params - params) <= EQUAL_PARAMS_TOLERANCE * params]
+
+
 def lower_bound(recipe: compare.Recipe) -> Optional[int]:
   """The longest N that every seed of ``recipe`` is known to solve: its
   horizon once the search has ended, the longest length passed so far while
@@ -214,10 +227,15 @@ def to_json(standing: Standing) -> dict[str, Any]:
           "directories": [r.directory for r in standing.tried]}
 
 
-def write(rows: Sequence[Standing], results_dir: str) -> None:
-  """``leaderboard.md``, ``leaderboard.json`` and ``leaderboard.png``."""
+def write(rows: Sequence[Standing], results_dir: str,
+          params: Optional[int] = None) -> None:
+  """``leaderboard.md``, ``leaderboard.json`` and ``leaderboard.png``; with
+  ``params``, the rows are the table at that many parameters
+  (:func:`at_params`), and leaderboard.md says so."""
   io.atomic_write_text(os.path.join(results_dir, "leaderboard.md"),
-                       report.leaderboard_report(rows))
+                       report.leaderboard_report(
+                           rows, params, EQUAL_PARAMS_TOLERANCE))
   io.write_json(os.path.join(results_dir, "leaderboard.json"),
                 [to_json(s) for s in rows])
-  plots.leaderboard(list(rows), os.path.join(results_dir, "leaderboard.png"))
+  plots.leaderboard(list(rows), os.path.join(results_dir, "leaderboard.png"),
+                    params)

@@ -6,7 +6,7 @@ and the benchmark's rows. A figure names things as its table does
 import functools
 import io as std_io
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -460,11 +460,14 @@ def benchmark(rows: list[dict], path: str, title: str = "") -> None:
   save(fig, path)
 
 
-def leaderboard(standings: list, path: str) -> None:
+def leaderboard(standings: list, path: str,
+                params: Optional[int] = None) -> None:
   """The leaderboard at a glance: per standing
   (:class:`palindrome_jax.leaderboard.Standing`, best first, top to bottom)
   a bar to its horizon on a log axis, labelled with the horizon's text; a
-  bound still open (the search's maximum, or still searching) hatched."""
+  bound still open (the search's maximum, or still searching) hatched.
+  ``params``: the table is the one at that many parameters (the title
+  says so)."""
   n = len(standings)
   fig, ax = _subplots(figsize=(8, 1.2 + 0.42 * n))
   training = standings[0].best.settings["training"]
@@ -492,7 +495,9 @@ def leaderboard(standings: list, path: str) -> None:
   ax.set_xlabel("memory horizon N (log scale)")
   ax.grid(axis="x", alpha=0.3)
   ax.set_title("The longest N every seed solves within "
-               f"{training['train_steps']:,} steps\n(hatched: a lower bound, "
-               "the search not ended)", fontsize="medium")
+               f"{training['train_steps']:,} steps"
+               + (f", at {params:,} parameters" if params else "")
+               + "\n(hatched: a lower bound, the search not ended)",
+               fontsize="medium")
   fig.tight_layout()
   save(fig, path)

@@ -733,12 +733,22 @@ def leaderboard_table(standings: Sequence[Any]) -> list[str]:
                 "core-s per 1,000 steps at N=100"], rows)
 
 
-def leaderboard_report(standings: Sequence[Any]) -> str:
+def leaderboard_report(standings: Sequence[Any],
+                       params: Optional[int] = None,
+                       tolerance: float = 0.01) -> str:
   """``leaderboard.md``: the table, the figure, what each column means and
-  where each row's searches are."""
+  where each row's searches are; with ``params``, the table at equal
+  parameters (:func:`palindrome_jax.leaderboard.at_params`)."""
   training = standings[0].best.settings["training"]
+  title, sized = "# Memory leaderboard", []
+  if params is not None:
+    title += f" at {params:,} parameters"
+    sized = [f"Every model here has within {100 * tolerance:g}% of "
+             f"{params:,} parameters: "
+             "sized to them (`--num_params`, the closest width) or that size "
+             "at its width.", ""]
   lines = [
-      "# Memory leaderboard", "",
+      title, "", *sized,
       f"Horizon: the largest N that every seed solves (a solve check ≥ "
       f"{100 * training['solved_accuracy']:g}% on held-out batches) within "
       f"{training['train_steps']} training steps; per row the best of the "

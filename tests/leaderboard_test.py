@@ -140,3 +140,53 @@ def test_bad_costs_get_one_line(searches, tmp_path, flags, message):
       env={**os.environ, "PYTHONPATH": REPO})
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [message]
+
+
+def test_the_equal_parameter_table_keeps_the_models_of_that_size(searches):
+  # The RNN sized to 67,850 (255 units: 68,095, 0.4% over) stands beside the
+  # LSTM at 128 units (67,850 exactly); the RNN at 128 units (17,930) does
+  # not. So the LSTM's one search serves both tables.
+  rows = leaderboard.standings(compare.recipes(_load(*searches)))
+  kept = leaderboard.at_params(rows, 67850)
+  assert [(s.cell, s.num_hidden) for s in kept] == [("lstm", 128),
+                                                    ("rnn", 255)]
+  assert leaderboard.at_params(rows, 17930)[0].num_params == 17930
+  assert leaderboard.at_params(rows, 30000) == []
+
+
+def test_the_command_line_writes_the_equal_parameter_table(searches,
+                                                           tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.compare",
+       f"--dirs={','.join(searches)}", "--leaderboard",
+       "--equal_params=67850", f"--results_dir={tmp_path}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  saved = io.read_json(str(tmp_path / "leaderboard.json"))
+  assert [(r["cell"], r["num_params"]) for r in saved] == [
+      ("lstm", 67850), ("rnn", 68095)]
+  with open(tmp_path / "leaderboard.md", encoding="utf-8") as f:
+    text = f.read()
+  assert "# Memory leaderboard at 67,850 parameters" in text
+  assert "within 1% of 67,850" in text
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--equal_params=67850"], "error: --equal_params: give --leaderboard "
+     "too: it picks the leaderboard's rows"),
+    (["--leaderboard", "--equal_params=0"],
+     "error: --equal_params: must be >= 1, got 0"),
+    (["--leaderboard", "--equal_params=1000"],
+     "error: --equal_params: no model of the searches has within 1% of "
+     "1,000 parameters (17,930 to 67,850)"),
+])
+def test_a_bad_equal_parameter_budget_gets_one_line(searches, tmp_path,
+                                                    flags, message):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.compare", f"--dirs={searches[0]}",
+       f"--results_dir={tmp_path / 'out'}", *flags],
+      cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+      env={**os.environ, "PYTHONPATH": REPO})
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [message]
+  assert not (tmp_path / "out").exists()  # Refused before writing anything.
