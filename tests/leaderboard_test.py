@@ -131,15 +131,24 @@ def test_the_files_and_the_command_line(searches, tmp_path):
     (["--leaderboard", "--costs=missing.json"],
      "error: --costs: 'missing.json': cannot read it: No such file or "
      "directory"),
+    (["--equal_params=67850"], "error: --equal_params: give --leaderboard "
+     "too: it picks the leaderboard's rows"),
+    (["--leaderboard", "--equal_params=0"],
+     "error: --equal_params: must be >= 1, got 0"),
+    (["--leaderboard", "--equal_params=1000"],
+     "error: --equal_params: no model of the searches has within 1% of "
+     "1,000 parameters (17,930 to 67,850)"),
 ])
-def test_bad_costs_get_one_line(searches, tmp_path, flags, message):
+def test_bad_leaderboard_flags_get_one_line(searches, tmp_path, flags,
+                                            message):
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.compare", f"--dirs={searches[0]}",
-       f"--results_dir={tmp_path}", *flags],
+       f"--results_dir={tmp_path / 'out'}", *flags],
       cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
       env={**os.environ, "PYTHONPATH": REPO})
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [message]
+  assert not (tmp_path / "out").exists()  # Refused before writing anything.
 
 
 def test_the_equal_parameter_table_keeps_the_models_of_that_size(searches):
@@ -169,24 +178,3 @@ def test_the_command_line_writes_the_equal_parameter_table(searches,
     text = f.read()
   assert "# Memory leaderboard at 67,850 parameters" in text
   assert "within 1% of 67,850" in text
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--equal_params=67850"], "error: --equal_params: give --leaderboard "
-     "too: it picks the leaderboard's rows"),
-    (["--leaderboard", "--equal_params=0"],
-     "error: --equal_params: must be >= 1, got 0"),
-    (["--leaderboard", "--equal_params=1000"],
-     "error: --equal_params: no model of the searches has within 1% of "
-     "1,000 parameters (17,930 to 67,850)"),
-])
-def test_a_bad_equal_parameter_budget_gets_one_line(searches, tmp_path,
-                                                    flags, message):
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.compare", f"--dirs={searches[0]}",
-       f"--results_dir={tmp_path / 'out'}", *flags],
-      cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
-      env={**os.environ, "PYTHONPATH": REPO})
-  assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines() == [message]
-  assert not (tmp_path / "out").exists()  # Refused before writing anything.
