@@ -237,5 +237,7 @@ def write(rows: Sequence[Standing], results_dir: str,
                            rows, params, EQUAL_PARAMS_TOLERANCE))
   io.write_json(os.path.join(results_dir, "leaderboard.json"),
                 [to_json(s) for s in rows])
-  plots.leaderboard(list(rows), os.path.join(results_dir, "leaderboard.png"),
-                    params)
+  plots.leaderboard(
+      list(rows), os.path.join(results_dir, "leaderboard.png"),
+      f"at {params:,} parameters (within "
+      f"{100 * EQUAL_PARAMS_TOLERANCE:g}%)" if params is not None else "")

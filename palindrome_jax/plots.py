@@ -6,7 +6,7 @@ and the benchmark's rows. A figure names things as its table does
 import functools
 import io as std_io
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -460,19 +460,18 @@ def benchmark(rows: list[dict], path: str, title: str = "") -> None:
   save(fig, path)
 
 
-def leaderboard(standings: list, path: str,
-                params: Optional[int] = None) -> None:
+def leaderboard(standings: list, path: str, subtitle: str = "") -> None:
   """The leaderboard at a glance: per standing
   (:class:`palindrome_jax.leaderboard.Standing`, best first, top to bottom)
   a bar to its horizon on a log axis, labelled with the horizon's text; a
   bound still open (the search's maximum, or still searching) hatched.
-  ``params``: the table is the one at that many parameters (the title
-  says so)."""
+  ``subtitle``: a line under the title (which table this is)."""
   n = len(standings)
   fig, ax = _subplots(figsize=(8, 1.2 + 0.42 * n))
   training = standings[0].best.settings["training"]
   values = [s.bound for s in standings]
   labels = [f"{s.label}, {s.num_layers} layer{'s' if s.num_layers > 1 else ''}"
+            f"{' (residual)' if s.block == 'residual' else ''}"
             f", {report.number(s.num_params, ',.0f')} params"
             for s in standings]
   y = np.arange(n)[::-1]
@@ -496,7 +495,7 @@ def leaderboard(standings: list, path: str,
   ax.grid(axis="x", alpha=0.3)
   ax.set_title("The longest N every seed solves within "
                f"{training['train_steps']:,} steps"
-               + (f", at {params:,} parameters" if params else "")
+               + (f"\n{subtitle}" if subtitle else "")
                + "\n(hatched: a lower bound, the search not ended)",
                fontsize="medium")
   fig.tight_layout()
