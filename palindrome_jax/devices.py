@@ -112,8 +112,8 @@ class DevicePool:
       while not self._free or not self._fits(need):
         self._cond.wait()
       device = self._free.pop(0)
-      taken = need if self._host_free is not None else 0
-      if self._host_free is not None:
+      taken = 0 if self._host_free is None else need
+      if taken:
         self._host_free -= taken
       self._running += 1
     try:
@@ -122,7 +122,7 @@ class DevicePool:
       with self._cond:
         self._free.append(device)
         self._free.sort(key=self.devices.index)
-        if self._host_free is not None:
+        if taken:
           self._host_free += taken
         self._running -= 1
         self._cond.notify_all()
