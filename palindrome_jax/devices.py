@@ -146,12 +146,14 @@ class DevicePool:
           need: Callable[[Any], int] = lambda item: 0) -> list:
     """``[fn(item, device) ...]`` in the order of ``items``, side by side,
     each once ``need(item)`` bytes of the host's memory are free (see the
-    class).
+    class; without a budget, ``need`` is not called).
 
     Every item runs even when another raises; the first exception (in the
     order of ``items``) is raised once all have finished.
     """
     items = list(items)
+    if self.host_bytes is None:
+      need = lambda item: 0
     if len(self.devices) == 1 or len(items) <= 1:
       results = []
       for item in items:

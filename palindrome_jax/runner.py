@@ -216,11 +216,11 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
                        progress, records,
                        outcome if outcome is not None else Outcome([], []),
                        profile_dir)
-    needs = ({p: _memory_need(_config_of(base, p), len(p) if vmap_seeds
-                              else 1) for p in programs}
-             if pool.host_bytes is not None else {p: 0 for p in programs})
-    _run_side_by_side(programs, costs, needs, pool, vmap_seeds,
-                      trainer.train_program)
+    _run_side_by_side(
+        programs, costs,
+        lambda p: _memory_need(_config_of(base, p), len(p) if vmap_seeds
+                               else 1),
+        pool, vmap_seeds, trainer.train_program)
   release_programs_if_crowded()
   return records
 
@@ -314,11 +314,11 @@ def _job_progress(progress: Optional[progress_lib.Progress],
 
 
 def _run_side_by_side(programs: list[Program], costs: dict[Program, float],
-                      needs: dict[Program, int],
+                      need: Callable[[Program], int],
                       pool: devices_lib.DevicePool, vmap_seeds: bool,
                       train_program: Callable[..., None]) -> None:
   """``train_program(program, cost, devices)`` for every program: each on
-  a free device of ``pool`` once its ``needs`` (bytes) fit beside the
+  a free device of ``pool`` once its ``need`` (bytes) fits beside the
   programs training on the host's memory, or, when vmapped seeds split
   evenly over every device, one program at a time over all of them."""
   # Longest first: when programs run side by side, the last to finish is then
@@ -331,7 +331,7 @@ def _run_side_by_side(programs: list[Program], costs: dict[Program, float],
         train_program(program, costs[program], devices)
   else:
     pool.map(lambda p, device: train_program(p, costs[p], [device]),
-             programs, need=lambda p: needs[p])
+             programs, need=need)
 
 
 @dataclasses.dataclass

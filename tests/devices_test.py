@@ -264,3 +264,8 @@ def test_only_cpu_devices_side_by_side_have_a_host_budget(monkeypatch):
   # Without a budget, needs are not looked at.
   assert _most_side_by_side(devices.DevicePool(accelerators),
                             [10**12, 10**12]) == 2
+
+  def no_need(item):
+    raise AssertionError(f"need({item}) asked without a budget")
+  assert devices.DevicePool(accelerators).map(
+      lambda item, device: item, [1, 2], need=no_need) == [1, 2]
