@@ -126,9 +126,8 @@ def _at_params(standings: list, params: int) -> list:
                     if s.num_params is not None)
     sizes = f" ({counts[0]:,} to {counts[-1]:,})" if counts else ""
     raise validation.FlagError(
-        "equal_params", f"no model of the searches has within "
-        f"{100 * leaderboard.EQUAL_PARAMS_TOLERANCE:g}% of {params:,} "
-        f"parameters{sizes}")
+        "equal_params", f"no model of the searches has "
+        f"{leaderboard.within(params)}{sizes}")
   return kept
 
 

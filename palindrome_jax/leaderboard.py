@@ -158,6 +158,12 @@ def at_params(rows: Sequence[Standing], params: int) -> list[Standing]:
           and abs(s.num_params - params) <= EQUAL_PARAMS_TOLERANCE * params]
 
 
+def within(params: int) -> str:
+  """How near :func:`at_params` keeps a model to ``params``, in words."""
+  return (f"within {100 * EQUAL_PARAMS_TOLERANCE:g}% of {params:,} "
+          "parameters")
+
+
 def lower_bound(recipe: compare.Recipe) -> Optional[int]:
   """The longest N that every seed of ``recipe`` is known to solve: its
   horizon once the search has ended, the longest length passed so far while
@@ -234,10 +240,10 @@ def write(rows: Sequence[Standing], results_dir: str,
   (:func:`at_params`), and leaderboard.md says so."""
   io.atomic_write_text(os.path.join(results_dir, "leaderboard.md"),
                        report.leaderboard_report(
-                           rows, params, EQUAL_PARAMS_TOLERANCE))
+                           rows, params,
+                           within(params) if params is not None else ""))
   io.write_json(os.path.join(results_dir, "leaderboard.json"),
                 [to_json(s) for s in rows])
   plots.leaderboard(
       list(rows), os.path.join(results_dir, "leaderboard.png"),
-      f"at {params:,} parameters (within "
-      f"{100 * EQUAL_PARAMS_TOLERANCE:g}%)" if params is not None else "")
+      within(params) if params is not None else "")

@@ -735,18 +735,18 @@ def leaderboard_table(standings: Sequence[Any]) -> list[str]:
 
 def leaderboard_report(standings: Sequence[Any],
                        params: Optional[int] = None,
-                       tolerance: float = 0.01) -> str:
+                       within: str = "") -> str:
   """``leaderboard.md``: the table, the figure, what each column means and
   where each row's searches are; with ``params``, the table at equal
-  parameters (:func:`palindrome_jax.leaderboard.at_params`)."""
+  parameters (:func:`palindrome_jax.leaderboard.at_params`), its models
+  ``within`` (:func:`palindrome_jax.leaderboard.within`)."""
   training = standings[0].best.settings["training"]
   title, sized = "# Memory leaderboard", []
   if params is not None:
     title += f" at {params:,} parameters"
-    sized = [f"Every model here has within {100 * tolerance:g}% of "
-             f"{params:,} parameters: "
-             "sized to them (`--num_params`, the closest width) or that size "
-             "at its width.", ""]
+    sized = [f"Every model here has {within}: sized to them "
+             "(`--num_params`, the closest width) or that size at its "
+             "width.", ""]
   lines = [
       title, "", *sized,
       f"Horizon: the largest N that every seed solves (a solve check ≥ "
