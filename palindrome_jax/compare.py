@@ -20,7 +20,9 @@ recipe then named by its point's values too (``lstm: learning_rate=0.001``,
 the default spelled out), and :func:`best_of_grids` names, per grid and
 cell, the best point: the largest horizon, a tie broken by the fewest median
 steps to solve at that horizon. A grid of sweeps has no horizons to rank:
-it is refused (:class:`CompareError`).
+it is refused (:class:`CompareError`). A sweep's directory stands for a
+search of each of its cells over the sweep's lengths
+(:func:`horizon.sweep_as_search`): its horizon bounded between them.
 """
 
 import dataclasses
@@ -106,10 +108,16 @@ class Recipe:
 
 
 def load(directory: str) -> dict[str, Any]:
-  """A search's ``horizon.json`` (:func:`horizon.read_search`);
-  FileNotFoundError if it has none, ValueError if it is not one (damaged,
-  another tool's, or of another format: :class:`results.FormatError`)."""
-  return horizon.read_search(os.path.join(directory, "horizon.json"))
+  """A search's ``horizon.json`` (:func:`horizon.read_search`), or a sweep
+  read as searches of its lengths (:func:`horizon.read_sweep`) where the
+  directory holds a sweep instead; FileNotFoundError if it holds neither,
+  ValueError if what it holds is not one (damaged, another tool's, or of
+  another format: :class:`results.FormatError`)."""
+  path = os.path.join(directory, "horizon.json")
+  if not os.path.exists(path) and os.path.exists(
+      os.path.join(directory, "config.json")):
+    return horizon.read_sweep(directory)
+  return horizon.read_search(path)
 
 
 def load_all(directory: str) -> tuple[list[tuple[str, dict[str, Any]]],

@@ -300,6 +300,81 @@ def read_search(path: str) -> dict:
       for cell, entry in content["cells"].items()}}
 
 
+def sweep_as_search(config: dict, records: Sequence[dict]) -> dict:
+  """A sweep's runs read as a horizon search of each cell over the sweep's
+  lengths: the content of a ``horizon.json``, its settings naming the lengths
+  (``sweep_lengths``). ``config`` is the sweep's ``config.json``;
+  ``records`` its runs (:meth:`results.ResultsDir.all_runs`).
+
+  Per cell, its lengths in order, each a :func:`length_record` once every
+  seed has finished it. The horizon is the last length before the first that
+  not every seed solves (None if that is the shortest; the longest if none
+  fails); the lengths past that fail are left out, as a search never tries
+  them. A length not finished by every seed yet (absent, or failed with an
+  error: a rerun trains it) ends the evaluations without a message: the
+  cell reads as a search under way, with its bound so far. A sweep at the
+  search's budget and criterion bounds the horizon between its lengths
+  (``≥ 20, < 100``), where a search bisects it."""
+  training = config["training_settings"]
+  lengths, seeds = sorted(config["lengths"]), list(config["seeds"])
+  threshold = training["solved_accuracy"]
+  by_run = {(r["cell"], r["length"], r["seed"]): r for r in records}
+  cells = {}
+  for cell in config["cells"]:
+    evaluations, found, first_fail, ended = [], None, None, True
+    for n in lengths:
+      runs = [by_run.get((cell, n, seed)) for seed in seeds]
+      if any(r is None or r["status"].kind is Kind.ERROR for r in runs):
+        ended = False
+        break
+      evaluations.append(length_record(n, runs))
+      if not evaluations[-1]["passed"]:
+        first_fail = n
+        break
+      found = n
+    entry = {"cell": cell, "horizon": found if ended else None,
+             "evaluations": evaluations,
+             "search_order": [e["length"] for e in evaluations]}
+    if ended:
+      tried = ", ".join(str(n) for n in lengths)
+      entry["message"] = (
+          f"a sweep of N = {tried}: " + (
+              f"not every seed solves ({100 * threshold:g}%) even at the "
+              f"shortest, N={lengths[0]}" if found is None else
+              f"every seed solves ({100 * threshold:g}%) up to N={found}"
+              + (f", not at N={first_fail}" if first_fail else "")))
+    cells[cell] = entry
+  return {"format_version": results_lib.FORMAT_VERSION,
+          "settings": {"threshold": threshold, "min_length": lengths[0],
+                       "max_length": lengths[-1], "resolution": None,
+                       "seeds": seeds, "training": training,
+                       "sweep_lengths": lengths},
+          "cells": cells}
+
+
+def read_sweep(directory: str) -> dict:
+  """The sweep in ``directory`` read as searches (:func:`sweep_as_search`).
+  FileNotFoundError if it holds no sweep's ``config.json``;
+  :class:`results.FormatError` if of another format; ValueError if its
+  ``config.json`` is not a sweep's."""
+  path = os.path.join(directory, "config.json")
+  try:
+    config = io.read_json(path)
+  except (ValueError, UnicodeDecodeError) as error:
+    raise ValueError(f"{path} is not readable JSON "
+                     f"({str(error).splitlines()[0]})") from None
+  results_lib.check_format(config, path, directory)
+  if not (isinstance(config, dict) and isinstance(config.get("lengths"), list)
+          and isinstance(config.get("training_settings"), dict)
+          and config["lengths"] and config.get("cells")
+          and config.get("seeds")):
+    raise ValueError(f"{directory} has no horizon.json, and its config.json "
+                     "is not a sweep's (no cells, lengths, seeds or training "
+                     "settings)")
+  results = results_lib.ResultsDir(directory, config["training_settings"])
+  return sweep_as_search(config, results.all_runs())
+
+
 def _earlier_cells(json_path: str, config: HorizonConfig,
                    overwrite: bool = False) -> dict:
   """The cells an earlier search in this directory found and this one does

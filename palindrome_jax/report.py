@@ -308,7 +308,17 @@ def _tried(evaluations: list[dict]) -> str:
 def horizon_text(entry: dict, settings: dict) -> str:
   """A cell's horizon as its table and its figure state it: ``37``; ``≥ 30,
   < 40`` (bisected to a ``--resolution``); ``< 5`` or ``≥ 200`` at the ends
-  of the range searched; ``error``; the bounds so far while it searches."""
+  of the range searched; ``error``; the bounds so far while it searches.
+  A sweep read as a search (``sweep_lengths``) says so: ``≥ 20, < 100
+  (sweep: N = 5, 20, 100)``."""
+  text = _horizon_bounds(entry, settings)
+  if settings.get("sweep_lengths"):
+    text += (" (sweep: N = "
+             + ", ".join(str(n) for n in settings["sweep_lengths"]) + ")")
+  return text
+
+
+def _horizon_bounds(entry: dict, settings: dict) -> str:
   if "message" not in entry:  # Still searching: the bounds found so far.
     passed = [e["length"] for e in entry["evaluations"] if e["passed"]]
     if not passed:
@@ -725,7 +735,7 @@ def leaderboard_table(standings: Sequence[Any]) -> list[str]:
         f"**{s.horizon_text}**",
         number(s.steps_at_bound, "g"), _first_failure(s),
         _learning_rates(s),
-        number(s.cost, ".3g")])
+        significant(s.cost)])
   return table(["#", "cell", "layers", "width", "parameters", "state size",
                 "horizon", "median steps to solve at it (so far: at the "
                 "longest N passed)",
@@ -762,6 +772,8 @@ def leaderboard_report(standings: Sequence[Any],
       "## Sources", "",
       *[f"- {s.label}, {s.num_layers} layer(s), width "
         f"{number(s.num_hidden, '.0f')}: "
-        + ", ".join(f"`{r.directory}`" for r in s.tried) for s in standings],
+        + ", ".join(f"`{r.directory}`" + (
+            " (a sweep)" if r.settings.get("sweep_lengths") else "")
+                    for r in s.tried) for s in standings],
       ""]
   return "\n".join(lines)

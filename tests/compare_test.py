@@ -1,8 +1,10 @@
 """Recipes compared: names from the recorded settings, horizons and seeds as
 the searches found them, refusals of mixed budgets, and the command line."""
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ from palindrome_jax import compare
 from palindrome_jax import horizon
 from palindrome_jax import plots
 from palindrome_jax import results
+from palindrome_jax import sweep
 from palindrome_jax import train
 from tests.horizon_test import FakeTrainer
 
@@ -197,7 +200,7 @@ def test_the_command_line_compares_and_refuses_in_one_line(searches,
   assert code == 2 and not stdout
   assert stderr.strip().splitlines() == [
       f"error: --dirs: '{tmp_path}/none' holds no horizon search (no "
-      "horizon.json)"]
+      "horizon.json) and no sweep (no config.json)"]
   # The search's file instead of its directory; a damaged horizon.json.
   (tmp_path / "bad").mkdir()
   (tmp_path / "bad" / "horizon.json").write_text('{"cells": {}}')
@@ -225,3 +228,114 @@ def test_searches_outside_a_grid_have_no_verdict(searches, tmp_path):
   assert "Best of each grid" not in (tmp_path / "compare.md").read_text()
   records = json.loads((tmp_path / "compare.json").read_text())
   assert all("grid" not in r for r in records)
+
+
+def _sweep(directory, cells, lengths, accuracy, seeds=(0, 1, 2), **base):
+  config = sweep.SweepConfig(
+      cells=cells, lengths=lengths, seeds=seeds,
+      base=train.RunConfig(**{"train_steps": 10, "eval_every": 10,
+                              "stop_when_solved": True, **base}))
+  fake = FakeTrainer(accuracy)
+
+  def trainer(cfg, seeds, **kwargs):  # With the curves a sweep plots.
+    group = fake(cfg, seeds, **kwargs)
+    return dataclasses.replace(group, seeds=[dataclasses.replace(
+        s, history={"step": [cfg.train_steps], "loss": [1.0],
+                    "accuracy": [s.test_accuracy]}) for s in group.seeds])
+
+  sweep.run_sweep(config, str(directory), train_fn=trainer)
+  return str(directory)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  """A sweep at N = 5, 20, 80: rnn learns up to 12, lstm everything, gru
+  nothing on seed 1, and irnn N=5 and N=80 but not N=20."""
+  def learns(cell, n, seed):
+    solved = {"rnn": n <= 12, "lstm": True, "gru": seed != 1,
+              "irnn": n != 20}[cell]
+    return 1.0 if solved else 0.1
+  return _sweep(tmp_path_factory.mktemp("swept"),
+                ("rnn", "lstm", "gru", "irnn"), (5, 20, 80), learns)
+
+
+def test_a_sweep_reads_as_a_search_bounded_between_its_lengths(swept):
+  found = {r.cell: r for r in compare.recipes(_load(swept))}
+  assert {cell: r.entry["horizon"] for cell, r in found.items()} == {
+      "rnn": 5, "lstm": 80, "gru": None, "irnn": 5}
+  assert {cell: r.horizon for cell, r in found.items()} == {
+      "rnn": "≥ 5, < 20 (sweep: N = 5, 20, 80)",
+      "lstm": "≥ 80 (sweep: N = 5, 20, 80)",
+      "gru": "< 5 (sweep: N = 5, 20, 80)",
+      "irnn": "≥ 5, < 20 (sweep: N = 5, 20, 80)"}
+  # A search never tries a length past its first fail: nor does the reading.
+  assert [e["length"] for e in found["irnn"].entry["evaluations"]] == [5, 20]
+  assert found["lstm"].entry["message"] == (
+      "a sweep of N = 5, 20, 80: every seed solves (99%) up to N=80")
+  assert found["rnn"].entry["message"].endswith("up to N=5, not at N=20")
+  # Each seed as its run recorded it.
+  assert [(row["seed"], row["steps_to_solve"]) for row in found["gru"].rows()
+          ] == [(0, 10), (1, None), (2, 10)]
+  assert all(compare.ended(r) for r in found.values())
+
+
+def test_a_sweep_not_finished_reads_as_a_search_under_way(swept, tmp_path):
+  partial = tmp_path / "partial"
+  shutil.copytree(swept, partial)
+  os.remove(partial / "runs" / "lstm_N80_seed1.json")  # As not trained yet.
+  (lstm,) = compare.recipes(_load(str(partial)), cells={"lstm"})
+  assert not compare.ended(lstm) and lstm.entry["horizon"] is None
+  assert lstm.horizon == "≥ 20 so far (sweep: N = 5, 20, 80)"
+  assert [e["length"] for e in lstm.entry["evaluations"]] == [5, 20]
+
+
+def test_a_directory_with_a_config_that_is_no_sweeps_is_one_error(
+    searches, tmp_path, capsys):
+  (tmp_path / "search").mkdir()  # A search whose horizon.json was lost.
+  shutil.copy(os.path.join(searches[0], "config.json"),
+              tmp_path / "search" / "config.json")
+  code, stdout, stderr = _compare(capsys, f"--dirs={tmp_path}/search",
+                                  f"--results_dir={tmp_path}/out")
+  assert code == 2 and not stdout
+  assert stderr.strip().splitlines() == [
+      f"error: --dirs: {tmp_path}/search has no horizon.json, and its "
+      "config.json is not a sweep's (no cells, lengths, seeds or training "
+      "settings)"]
+
+
+def test_the_command_line_compares_a_sweep_beside_a_search(searches, swept,
+                                                          tmp_path, capsys):
+  code, stdout, stderr = _compare(
+      capsys, f"--dirs={searches[0]},{swept}", "--labels=rnn,lstm,rnn swept,"
+      "lstm swept,gru swept,irnn swept", f"--results_dir={tmp_path}")
+  assert code == 0, stderr
+  assert "| lstm swept | 3 (0, 1, 2) | ≥ 80 (sweep: N = 5, 20, 80) |" in stdout
+  records = json.loads((tmp_path / "compare.json").read_text())
+  assert [r["horizon"] for r in records] == [12, 30, 5, 80, None, 5]
+
+
+def test_the_figure_names_many_recipes_beside_the_lines(swept, searches,
+                                                        monkeypatch):
+  figures = []
+  monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+  few = compare.recipes(_load(*searches))
+  many = compare.recipes(_load(*searches, swept), labels=[
+      "rnn", "lstm", "lstm recipe", "rnn sweep", "lstm sweep", "gru sweep",
+      "irnn sweep"])
+  assert len(few) <= plots.RECIPES_IN_LEGEND < len(many)
+  for found in (few, many):
+    plots.recipes(found, "unused.png")
+  for fig, found, inside in zip(figures, (few, many), (True, False)):
+    fig.canvas.draw()
+    top = next(ax for ax in fig.axes if ax.get_title())
+    (bottom,) = [ax for ax in fig.axes if ax.get_xlabel()]
+    legend = max((ax.get_legend() for ax in fig.axes if ax.get_legend()),
+                 key=lambda l: len(l.get_texts()))
+    box, axes = legend.get_window_extent(), top.get_window_extent()
+    assert (box.x1 <= axes.x1) == inside
+    assert [t.get_text() for t in legend.get_texts()] == [
+        f"{r.label} (horizon {r.horizon})" for r in found]
+    # Every name is on the figure, and the panels share N.
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1
+    assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1
+    assert top.get_shared_x_axes().joined(top, bottom)

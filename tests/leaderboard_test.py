@@ -10,7 +10,9 @@ import pytest
 from palindrome_jax import compare
 from palindrome_jax import files as io
 from palindrome_jax import leaderboard
-from tests.compare_test import PNG, _load, _search
+from palindrome_jax import plots
+from palindrome_jax import report
+from tests.compare_test import PNG, _load, _search, _sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,3 +180,43 @@ def test_the_command_line_writes_the_equal_parameter_table(searches,
     text = f.read()
   assert "# Memory leaderboard at 67,850 parameters" in text
   assert "within 1% of 67,850" in text
+
+
+def test_a_sweep_stands_beside_the_searches_of_its_model(searches, tmp_path):
+  # The first numbers of a model (a sweep at N = 5, 20, 80) bound its
+  # horizon before a search does: a new model gets a row of its own, and a
+  # model also searched keeps the better of the two.
+  swept = _sweep(tmp_path / "swept", ("lstm", "gru"), (5, 20, 80),
+                 _limits({"lstm": 80, "gru": 30}), learning_rate=3e-3)
+  rows = leaderboard.standings(compare.recipes(
+      _load(*searches, swept), labels=["rnn", "lstm", "lstm lr 3e-3", "rnn 255",
+                                       "lstm swept", "gru swept"]))
+  by_cell = {(s.cell, s.num_hidden): s for s in rows}
+  lstm, gru = by_cell[("lstm", 128)], by_cell[("gru", 128)]
+  assert lstm.best.directory == swept and lstm.bound == 80
+  assert lstm.horizon_text == "≥ 80 (sweep: N = 5, 20, 80)"
+  assert [r.directory for r in lstm.tried] == [swept, searches[1],
+                                               searches[0]]
+  assert gru.bound == 20 and not gru.searching
+  assert gru.horizon_text == "≥ 20, < 80 (sweep: N = 5, 20, 80)"
+  text = report.leaderboard_report(rows)
+  assert f"`{swept}` (a sweep), `{searches[1]}`, `{searches[0]}`" in text
+
+
+def test_the_figure_has_a_bar_per_bound_and_every_label_inside(
+    searches, tmp_path, monkeypatch):
+  # A model with no horizon (its shortest sweep length failed) sits last,
+  # with no bar: its text must stay above the axis, not on it.
+  swept = _sweep(tmp_path / "swept", ("gru",), (5, 20),
+                 lambda cell, n, seed: 0.1)
+  rows = leaderboard.standings(compare.recipes(_load(searches[0], swept)))
+  assert [s.cell for s in rows] == ["lstm", "rnn", "gru"]
+  figures = []
+  monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+  plots.leaderboard(rows, "unused.png")
+  (ax,) = figures[0].axes
+  assert [round(p.get_width()) for p in ax.patches] == [30, 12]
+  texts = {t.get_text(): t.get_position() for t in ax.texts}
+  assert list(texts) == ["30", "12", "< 5 (sweep: N = 5, 20)"]
+  low, high = ax.get_ylim()
+  assert all(low + 0.5 <= y <= high - 0.5 for _, y in texts.values())
