@@ -190,13 +190,28 @@ def _draw_steps_to_solve(ax, rows: list[dict], budget: int,
   return styles
 
 
+# The most recipes whose names fit inside the upper panel of :func:`recipes`.
+RECIPES_IN_LEGEND = 6
+
+
 def recipes(found: list, path: str) -> None:
   """Recipes compared (:mod:`palindrome_jax.compare`), against N on a log
   scale: above, the share of seeds that solved each length tried, each
   recipe's horizon starred; below, steps to solve as in
   :func:`steps_to_solve`."""
-  fig, (top, bottom) = _subplots(2, 1, figsize=(7.5, 7.5), sharex=True,
-                                 gridspec_kw={"height_ratios": [2, 3]})
+  # Past a few recipes their names would cover the lines: they go beside.
+  beside = len(found) > RECIPES_IN_LEGEND
+  if beside:  # A column of their own, the height of both panels.
+    fig, axes = _matplotlib().pyplot.subplot_mosaic(
+        [["top", "names"], ["bottom", "names"]], figsize=(13, 7.5),
+        width_ratios=[3, 2], height_ratios=[2, 3])
+    top, bottom, names = axes["top"], axes["bottom"], axes["names"]
+    bottom.sharex(top)
+    top.tick_params(labelbottom=False)
+    names.axis("off")
+  else:
+    fig, (top, bottom) = _subplots(2, 1, figsize=(7.5, 7.5), sharex=True,
+                                   gridspec_kw={"height_ratios": [2, 3]})
   rows = [row for r in found for row in r.rows()]
   training = found[0].settings["training"]
   styles = _draw_steps_to_solve(bottom, rows, training["train_steps"],
@@ -224,7 +239,11 @@ def recipes(found: list, path: str) -> None:
   top.set_ylabel("seeds that solved (%;\nlines offset ±1.5 apart)")
   top.set_ylim(-5, 105)
   top.grid(alpha=0.3)
-  top.legend(fontsize="x-small", loc="lower left")
+  if beside:
+    names.legend(*top.get_legend_handles_labels(), fontsize="x-small",
+                 loc="upper left", borderaxespad=0)
+  else:
+    top.legend(fontsize="x-small", loc="lower left")
   seeds = _most_seeds(rows)
   top.set_title(f"Recipes compared: {training['train_steps']} steps, "
                 f"{100 * training['solved_accuracy']:g}% to solve"
@@ -491,6 +510,7 @@ def leaderboard(standings: list, path: str, subtitle: str = "") -> None:
       _matplotlib().ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
   ax.set_yticks(y)
   ax.set_yticklabels(labels, fontsize="small")
+  ax.set_ylim(-0.7, n - 0.3)  # A row with no bar keeps its text off the axis.
   ax.set_xlabel("memory horizon N (log scale)")
   ax.grid(axis="x", alpha=0.3)
   ax.set_title("The longest N every seed solves within "
