@@ -242,8 +242,8 @@ class GroupResult:
   config: RunConfig
   seeds: list[SeedResult]
   train_steps: int
-  wall_seconds: float
-  compile_seconds: float
+  wall_seconds: float  # Over every sitting of a run continued from a checkpoint.
+  compile_seconds: float  # These two: this sitting's.
   steps_per_second: float
   resumed_from: int = 0  # The checkpoint's step, when it continued from one.
 
@@ -295,7 +295,8 @@ class Loop:
   ``checks``: the step, per-seed accuracy (and, where it passed, the
   confirmation's) of every solve check; ``diverged_at``: the first bad step;
   ``stopped_at``: the end of the chunk where a seed diverged; ``solved_at``:
-  the step of its first confirmed solve check.
+  the step of its first confirmed solve check; ``wall_seconds``: the wall
+  time of the run so far, over every sitting (to the last chunk's end).
   """
 
   history: dict[str, list]
@@ -303,6 +304,7 @@ class Loop:
   diverged_at: list[Optional[int]]
   solved_at: list[Optional[int]]
   stopped_at: list[Optional[int]]
+  wall_seconds: float = 0.0
 
   @classmethod
   def start(cls, num_seeds: int) -> "Loop":
@@ -313,8 +315,9 @@ class Loop:
 
   @classmethod
   def from_dict(cls, loop: dict[str, Any]) -> "Loop":
-    """A checkpoint's loop. Checkpoints written before ``stopped_at`` and
-    the confirmations were kept lack them: None where unknown."""
+    """A checkpoint's loop. Checkpoints written before ``stopped_at``, the
+    confirmations and the wall time were kept lack them: None where unknown
+    (no wall time: 0, the sittings before uncounted)."""
     num_seeds = len(loop["diverged_at"])
     checks = dict(loop["checks"])
     confirm = checks.get("confirm_accuracy", [])
@@ -323,7 +326,8 @@ class Loop:
                                   + confirm)
     return cls(history=loop["history"], checks=checks,
                diverged_at=loop["diverged_at"], solved_at=loop["solved_at"],
-               stopped_at=loop.get("stopped_at", [None] * num_seeds))
+               stopped_at=loop.get("stopped_at", [None] * num_seeds),
+               wall_seconds=float(loop.get("wall_seconds", 0.0)))
 
   def as_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -505,6 +509,7 @@ def train_and_evaluate(
   settings = checkpoint_settings(cfg, seeds)
   state, loop = _restore(checkpoint_path, state, cfg, settings)
   resumed_from = loop.step
+  earlier_seconds = loop.wall_seconds  # The sittings before this one.
 
   compiled, run_seconds, steps_run = {}, 0.0, 0
   with contextlib.closing(profiling.ChunkTrace(profile_dir)) as trace:
@@ -532,6 +537,7 @@ def train_and_evaluate(
                 "solved": [s is not None for s in loop.solved_at],
                 "active": active, "resumed_from": resumed_from,
                 "check": _check_at(loop, loop.step)})
+      loop.wall_seconds = earlier_seconds + time.perf_counter() - wall_start
       _checkpoint_or_stop(loop, state, cfg, num_steps, checkpoint_path,
                           checkpoint_every, should_stop, settings)
 
@@ -543,7 +549,7 @@ def train_and_evaluate(
       seeds=_seed_results(loop, evaluation, jax.device_get(state.params),
                           cfg, seeds),
       train_steps=loop.step,
-      wall_seconds=time.perf_counter() - wall_start,
+      wall_seconds=earlier_seconds + time.perf_counter() - wall_start,
       compile_seconds=compile_seconds,
       steps_per_second=steps_run / max(run_seconds, 1e-9),
       resumed_from=resumed_from)

@@ -571,6 +571,44 @@ def test_a_stopped_run_resumed_from_its_checkpoint_is_the_same_run(tmp_path):
         b.history, b.steps_to_solve, b.test_accuracy, b.train_steps)
 
 
+class _Clock:
+  """``time`` for ``train``: ``perf_counter`` advances ``tick`` seconds a
+  call, so a sitting's wall time is known without waiting for it."""
+
+  def __init__(self, tick):
+    self.tick, self.now = tick, 0.0
+
+  def perf_counter(self):
+    self.now += self.tick
+    return self.now
+
+
+def test_a_resumed_runs_wall_time_counts_its_earlier_sittings(tmp_path,
+                                                               monkeypatch):
+  # The first sitting's clock runs 1,000 s a call, the second's 1 s: the
+  # record of the resumed run must hold the first sitting's time (up to its
+  # checkpoint), not only the last's.
+  cfg = dataclasses.replace(EASY, stop_when_solved=False, train_steps=300)
+  path = str(tmp_path / "ckpt.msgpack")
+  monkeypatch.setattr(train, "time", _Clock(1000.0))
+  with pytest.raises(train.Interrupted):
+    train.train_and_evaluate(cfg, (0,), checkpoint_path=path,
+                             checkpoint_every=100,
+                             should_stop=lambda: True)
+  first = train.time.now
+  monkeypatch.setattr(train, "time", _Clock(1.0))
+  resumed = train.train_and_evaluate(cfg, (0,), checkpoint_path=path,
+                                     checkpoint_every=100)
+  second = train.time.now
+  assert resumed.resumed_from > 0
+  # The first sitting counts to its checkpoint: at most all of it.
+  assert 1000.0 <= resumed.wall_seconds - second + 1.0 <= first
+  # A run that was never interrupted counts its one sitting.
+  monkeypatch.setattr(train, "time", _Clock(1.0))
+  whole = train.train_and_evaluate(cfg, (0,))
+  assert whole.wall_seconds < 100
+
+
 def test_chrono_per_digit_initialises_at_the_run_length():
   cfg = dataclasses.replace(TINY, cell="lstm", length=6, chrono_per_digit=2.0,
                             train_steps=20)
