@@ -23,6 +23,9 @@ before bisecting, so the first numbers of a cell join the leaderboard
 before its search is run.
 """
 
+import os
+import re
+
 from absl import flags
 
 from experiments import common
@@ -120,9 +123,41 @@ def main(argv):
   compare.write(found, results_dir, not_searched)
   print(compare.summary_table(found))
   if standings is not None:
-    leaderboard.write(standings, results_dir, EQUAL_PARAMS.value)
+    commands = recipe_commands()
+    leaderboard.write(standings, results_dir, EQUAL_PARAMS.value,
+                      {r.directory: commands.get(os.path.abspath(r.directory))
+                       for s in standings for r in s.tried})
     print("\n".join(report.leaderboard_table(standings)))
   print(f"Results in {results_dir}/")
+
+
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "recipes")
+_TOOL_LINE = re.compile(r"#\s*tool:\s*(experiments\.\w+)\s*$")
+_COMMITTED = re.compile(r"Committed:\s*(?:#\s*)?([^\s#]+)")
+
+
+def recipe_commands(recipes_dir: str = RECIPES_DIR) -> dict[str, str]:
+  """The command that regenerates each results directory a recipe commits:
+  ``{absolute path: "python -m TOOL --flagfile=experiments/recipes/NAME"}``,
+  from each recipe's first line (its tool) and its ``Committed:`` line
+  (a path from the checkout's root); several recipes of one directory are
+  joined with "; "."""
+  root = os.path.dirname(os.path.dirname(recipes_dir))
+  commands: dict[str, list[str]] = {}
+  for name in sorted(os.listdir(recipes_dir)):
+    if not name.endswith(".flags"):
+      continue
+    with open(os.path.join(recipes_dir, name), encoding="utf-8") as f:
+      text = f.read()
+    tool = _TOOL_LINE.match(text.split("\n", 1)[0].strip())
+    committed = _COMMITTED.search(text)
+    if tool and committed:
+      path = os.path.abspath(os.path.join(root, committed[1].rstrip(".,")))
+      flagfile = os.path.relpath(os.path.join(recipes_dir, name), root)
+      commands.setdefault(path, []).append(
+          f"python -m {tool[1]} --flagfile={flagfile}")
+  return {path: "; ".join(found) for path, found in commands.items()}
 
 
 def _at_params(standings: list, params: int) -> list:

@@ -96,6 +96,12 @@ class Recipe:
              for s in e["steps_to_solve"] if s is not None]
     return float(np.median(steps)) if steps else None
 
+  @property
+  def wall_seconds(self) -> float:
+    """The wall time of its runs, summed over every length tried (runs
+    that trained side by side each count their own)."""
+    return sum(e.get("wall_seconds") or 0.0 for e in self.entry["evaluations"])
+
   def rows(self) -> list[dict[str, Any]]:
     """A run-like row per seed and length tried, for the figures: a seed
     that did not solve a length has no steps to solve."""

@@ -20,7 +20,7 @@ sweep's compiled loop, one run per core as the sweep runs them; from the
 
 import dataclasses
 import os
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from palindrome_jax import compare
 from palindrome_jax import config as config_lib
@@ -216,7 +216,11 @@ def cost_of(cell: str, training: dict[str, Any], width: Optional[int],
   return None
 
 
-def to_json(standing: Standing) -> dict[str, Any]:
+def to_json(standing: Standing,
+            commands: Optional[Mapping[str, Optional[str]]] = None
+            ) -> dict[str, Any]:
+  """A row of ``leaderboard.json``, its sources with their ``commands``."""
+  commands = commands or {}
   return {"cell": standing.cell, "label": standing.label,
           "num_layers": standing.num_layers, "block": standing.block,
           "num_hidden": standing.num_hidden,
@@ -230,20 +234,29 @@ def to_json(standing: Standing) -> dict[str, Any]:
           "learning_rate": standing.learning_rate,
           "learning_rates": standing.learning_rates,
           "cost_core_seconds_per_1000_steps": standing.cost,
-          "directories": [r.directory for r in standing.tried]}
+          "directories": [r.directory for r in standing.tried],
+          "sources": [{"directory": r.directory,
+                       "command": commands.get(r.directory),
+                       "run_wall_seconds": r.wall_seconds}
+                      for r in standing.tried]}
 
 
 def write(rows: Sequence[Standing], results_dir: str,
-          params: Optional[int] = None) -> None:
+          params: Optional[int] = None,
+          commands: Optional[Mapping[str, Optional[str]]] = None) -> None:
   """``leaderboard.md``, ``leaderboard.json`` and ``leaderboard.png``; with
   ``params``, the rows are the table at that many parameters
-  (:func:`at_params`), and leaderboard.md says so."""
+  (:func:`at_params`), and leaderboard.md says so. ``commands``: the
+  command that regenerates each results directory, where known (by the
+  directory as the recipes name it)."""
+  commands = commands or {}
   io.atomic_write_text(os.path.join(results_dir, "leaderboard.md"),
                        report.leaderboard_report(
                            rows, params,
-                           within(params) if params is not None else ""))
+                           within(params) if params is not None else "",
+                           commands))
   io.write_json(os.path.join(results_dir, "leaderboard.json"),
-                [to_json(s) for s in rows])
+                [to_json(s, commands) for s in rows])
   plots.leaderboard(
       list(rows), os.path.join(results_dir, "leaderboard.png"),
       within(params) if params is not None else "")

@@ -745,11 +745,16 @@ def leaderboard_table(standings: Sequence[Any]) -> list[str]:
 
 def leaderboard_report(standings: Sequence[Any],
                        params: Optional[int] = None,
-                       within: str = "") -> str:
+                       within: str = "",
+                       commands: Optional[dict[str, Optional[str]]] = None
+                       ) -> str:
   """``leaderboard.md``: the table, the figure, what each column means and
-  where each row's searches are; with ``params``, the table at equal
-  parameters (:func:`palindrome_jax.leaderboard.at_params`), its models
-  ``within`` (:func:`palindrome_jax.leaderboard.within`)."""
+  where each row's searches are, with the command that regenerates each
+  (``commands``, by directory, where known) and its runs' wall time; with
+  ``params``, the table at equal parameters
+  (:func:`palindrome_jax.leaderboard.at_params`), its models ``within``
+  (:func:`palindrome_jax.leaderboard.within`)."""
+  commands = commands or {}
   training = standings[0].best.settings["training"]
   title, sized = "# Memory leaderboard", []
   if params is not None:
@@ -770,10 +775,17 @@ def leaderboard_report(standings: Sequence[Any],
       *leaderboard_table(standings), "",
       "![horizon per cell](leaderboard.png)", "",
       "## Sources", "",
-      *[f"- {s.label}, {s.num_layers} layer(s), width "
-        f"{number(s.num_hidden, '.0f')}: "
-        + ", ".join(f"`{r.directory}`" + (
-            " (a sweep)" if r.settings.get("sweep_lengths") else "")
-                    for r in s.tried) for s in standings],
+      "Per row, each results directory it reads (the best first), the "
+      "command that regenerates it, and the wall time of its runs summed "
+      "over the lengths the row reads (runs side by side each count their "
+      "own).",
+      "",
+      *table(["#", "cell", "results directory", "command",
+              "runs' wall time"],
+             [[k, s.label, f"`{r.directory}`" + (
+                 " (a sweep)" if r.settings.get("sweep_lengths") else ""),
+               f"`{commands[r.directory]}`" if commands.get(r.directory)
+               else MISSING, seconds(r.wall_seconds)]
+              for k, s in enumerate(standings, 1) for r in s.tried]),
       ""]
   return "\n".join(lines)

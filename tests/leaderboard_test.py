@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from experiments import compare as compare_main
 from palindrome_jax import compare
 from palindrome_jax import files as io
 from palindrome_jax import leaderboard
@@ -200,7 +201,9 @@ def test_a_sweep_stands_beside_the_searches_of_its_model(searches, tmp_path):
   assert gru.bound == 20 and not gru.searching
   assert gru.horizon_text == "≥ 20, < 80 (sweep: N = 5, 20, 80)"
   text = report.leaderboard_report(rows)
-  assert f"`{swept}` (a sweep), `{searches[1]}`, `{searches[0]}`" in text
+  assert [line.split(" | ")[2] for line in text.splitlines()
+          if line.startswith("| 1 | lstm | `")] == [
+              f"`{swept}` (a sweep)", f"`{searches[1]}`", f"`{searches[0]}`"]
 
 
 def test_the_figure_has_a_bar_per_bound_and_every_label_inside(
@@ -220,3 +223,56 @@ def test_the_figure_has_a_bar_per_bound_and_every_label_inside(
   assert list(texts) == ["30", "12", "< 5 (sweep: N = 5, 20)"]
   low, high = ax.get_ylim()
   assert all(low + 0.5 <= y <= high - 0.5 for _, y in texts.values())
+
+
+def test_the_sources_give_each_directorys_command_and_wall_time(searches,
+                                                                tmp_path):
+  content = compare.load(searches[0])
+  for e in content["cells"]["rnn"]["evaluations"]:
+    e["wall_seconds"] = 90.0
+  tried = len(content["cells"]["rnn"]["evaluations"])
+  found = compare.recipes([(searches[0], content)], cells={"rnn"})
+  command = "python -m experiments.horizon --flagfile=experiments/x.flags"
+  leaderboard.write(leaderboard.standings(found), str(tmp_path),
+                    commands={searches[0]: command})
+  text = (tmp_path / "leaderboard.md").read_text()
+  assert (f"| 1 | rnn | `{searches[0]}` | `{command}` | "
+          f"{report.seconds(90.0 * tried)} |") in text
+  (saved,) = io.read_json(str(tmp_path / "leaderboard.json"))
+  assert saved["sources"] == [{"directory": searches[0], "command": command,
+                               "run_wall_seconds": 90.0 * tried}]
+  # A directory no recipe commits has no command to give.
+  leaderboard.write(leaderboard.standings(found), str(tmp_path))
+  assert f"| 1 | rnn | `{searches[0]}` | – |" in (
+      tmp_path / "leaderboard.md").read_text()
+
+
+def test_recipe_commands_read_each_recipes_tool_and_directory(tmp_path):
+  recipes = tmp_path / "experiments" / "recipes"
+  recipes.mkdir(parents=True)
+  (recipes / "a.flags").write_text(
+      "# tool: experiments.horizon\n# Its search. Committed:\n# "
+      "experiments/results/a.\n--cells=rnn\n")
+  (recipes / "b.flags").write_text(
+      "# tool: experiments.sweep\n# Committed: experiments/results/a, "
+      "beside a.\n--cells=rnn\n")
+  (recipes / "c.flags").write_text("# tool: experiments.sweep\n--cells=rnn\n")
+  (recipes / "d.flags").write_text(
+      "# Committed: experiments/results/d.\n--cells=rnn\n")
+  assert compare_main.recipe_commands(str(recipes)) == {
+      str(tmp_path / "experiments" / "results" / "a"):
+          "python -m experiments.horizon "
+          "--flagfile=experiments/recipes/a.flags; python -m "
+          "experiments.sweep --flagfile=experiments/recipes/b.flags"}
+
+
+@pytest.mark.parametrize("recipe", ["leaderboard.flags",
+                                    "leaderboard_equal_params.flags"])
+def test_every_directory_of_the_leaderboards_has_its_recipe(recipe):
+  with open(os.path.join(compare_main.RECIPES_DIR, recipe),
+            encoding="utf-8") as f:
+    (dirs,) = [line.split("=", 1)[1].strip() for line in f
+               if line.startswith("--dirs=")]
+  commands = compare_main.recipe_commands()
+  assert [d for d in dirs.split(",")
+          if os.path.join(REPO, d) not in commands] == []
