@@ -13,14 +13,13 @@ A directory of --dirs that holds a grid (experiments.horizon with a training
 flag given several values, e.g. --learning_rate=3e-4,1e-3) stands for its
 points' searches; per cell, compare.md and compare.json then name the
 grid's best point (the largest horizon; a tie broken by the fewest median
-steps to solve at it) and say why it won. A grid of sweeps is refused: it
-has no horizons.
+steps to solve at it) and say why it won.
 
 A directory of experiments.sweep stands for a search of each of its cells
 over the sweep's lengths: the horizon is bounded between the lengths it
 tried ("≥ 20, < 100 (sweep: N = 5, 20, 100)"), as a search would bound it
 before bisecting, so the first numbers of a cell join the leaderboard
-before its search is run.
+before its search is run; a grid of sweeps, for each point's.
 """
 
 import os
@@ -40,8 +39,8 @@ COMMAND = common.command(__doc__, shared=())  # It trains nothing.
 DIRS = flags.DEFINE_string(
     "dirs", None, "Comma-separated results directories of "
     "experiments.horizon, each holding a horizon.json, or a grid of "
-    "searches (a grid.json): each of its points; or of experiments.sweep, "
-    "read as a search of its lengths.",
+    "searches (a grid.json): each of its points; or of experiments.sweep "
+    "(or a grid of sweeps), read as a search of its lengths.",
     flag_values=COMMAND.flag_values)
 ONLY_CELLS = flags.DEFINE_string(
     "only_cells", None, "Comma-separated cells to keep; default: every cell "
@@ -83,8 +82,8 @@ def main(argv):
       raise validation.FlagError("dirs", str(error)) from None
     except (FileNotFoundError, NotADirectoryError):  # Or its file given.
       raise validation.FlagError(
-          "dirs", f"{directory!r} holds no horizon search (no horizon.json) and no "
-          "sweep (no config.json)"
+          "dirs", f"{directory!r} holds neither a horizon search "
+          "(horizon.json) nor a sweep (config.json with its lengths)"
       ) from None
     except (OSError, ValueError) as error:
       problem = (f"{directory!r}: cannot read it: {error.strerror or error}"

@@ -19,10 +19,9 @@ directory: :func:`load_all` expands it into its points' searches, each
 recipe then named by its point's values too (``lstm: learning_rate=0.001``,
 the default spelled out), and :func:`best_of_grids` names, per grid and
 cell, the best point: the largest horizon, a tie broken by the fewest median
-steps to solve at that horizon. A grid of sweeps has no horizons to rank:
-it is refused (:class:`CompareError`). A sweep's directory stands for a
-search of each of its cells over the sweep's lengths
-(:func:`horizon.sweep_as_search`): its horizon bounded between them.
+steps to solve at that horizon. A sweep's directory stands for a search of
+each of its cells over the sweep's lengths (:func:`horizon.sweep_as_search`):
+its horizon bounded between them; so does each point of a grid of sweeps.
 """
 
 import dataclasses
@@ -132,18 +131,12 @@ def load_all(directory: str) -> tuple[list[tuple[str, dict[str, Any]]],
   horizon.json)], {search directory: its GridPoint}, [points not searched
   yet])``. A search's directory holds one (:func:`load`, and its errors);
   a grid's parent (``grid.json``), one per point searched so far, each
-  with its point. A grid of sweeps, or one of which no point has a search
-  yet, is a :class:`CompareError`; a damaged ``grid.json`` a ValueError
-  naming it."""
+  with its point (a grid of sweeps: each point's sweep read as searches,
+  :func:`load`). A grid of which no point has a search yet is a
+  :class:`CompareError`; a damaged ``grid.json`` a ValueError naming it."""
   content = grid_lib.read(directory)
   if content is None:
     return [(directory, load(directory))], {}, []
-  if content["tool"] != "experiments.horizon":
-    raise CompareError(
-        "searches", f"{directory!r} is a grid of {content['tool']}, which "
-        "finds no horizons to compare; compare the searches of a grid made "
-        "by experiments.horizon (its table per point is in each point's "
-        "results.md)")
   searches, points, missing = [], {}, []
   for entry in content["points"]:
     path = os.path.join(directory, entry["directory"])
@@ -155,7 +148,10 @@ def load_all(directory: str) -> tuple[list[tuple[str, dict[str, Any]]],
     points[path] = GridPoint(directory, entry["settings"])
   if not searches:
     raise CompareError("searches", f"{directory!r}: no point of its grid has "
-                       "been searched yet (no horizon.json)")
+                       "been searched yet (no horizon.json)"
+                       if content["tool"] == "experiments.horizon" else
+                       f"{directory!r}: no point of its grid has been swept "
+                       "yet (no config.json)")
   return searches, points, missing
 
 

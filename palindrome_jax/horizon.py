@@ -354,9 +354,9 @@ def sweep_as_search(config: dict, records: Sequence[dict]) -> dict:
 
 def read_sweep(directory: str) -> dict:
   """The sweep in ``directory`` read as searches (:func:`sweep_as_search`).
-  FileNotFoundError if it holds no sweep's ``config.json``;
-  :class:`results.FormatError` if of another format; ValueError if its
-  ``config.json`` is not a sweep's."""
+  FileNotFoundError if it holds no sweep's ``config.json`` (none, or a
+  search's: one without lengths); :class:`results.FormatError` if of
+  another format; ValueError if its ``config.json`` is damaged."""
   path = os.path.join(directory, "config.json")
   try:
     config = io.read_json(path)
@@ -364,6 +364,10 @@ def read_sweep(directory: str) -> dict:
     raise ValueError(f"{path} is not readable JSON "
                      f"({str(error).splitlines()[0]})") from None
   results_lib.check_format(config, path, directory)
+  if (isinstance(config, dict) and "lengths" not in config
+      and isinstance(config.get("training_settings"), dict)):
+    raise FileNotFoundError(f"{directory} holds a search that has written "
+                            "no horizon.json yet")
   if not (isinstance(config, dict) and isinstance(config.get("lengths"), list)
           and isinstance(config.get("training_settings"), dict)
           and config["lengths"] and config.get("cells")

@@ -199,8 +199,8 @@ def test_the_command_line_compares_and_refuses_in_one_line(searches,
       capsys, f"--dirs={searches[0]},{tmp_path}/none", f"--results_dir={out}")
   assert code == 2 and not stdout
   assert stderr.strip().splitlines() == [
-      f"error: --dirs: '{tmp_path}/none' holds no horizon search (no "
-      "horizon.json) and no sweep (no config.json)"]
+      f"error: --dirs: '{tmp_path}/none' holds neither a horizon search "
+      "(horizon.json) nor a sweep (config.json with its lengths)"]
   # The search's file instead of its directory; a damaged horizon.json.
   (tmp_path / "bad").mkdir()
   (tmp_path / "bad" / "horizon.json").write_text('{"cells": {}}')
@@ -208,7 +208,7 @@ def test_the_command_line_compares_and_refuses_in_one_line(searches,
   (tmp_path / "old" / "horizon.json").write_text(
       '{"settings": {}, "cells": {}}')
   for given, problem in [
-      (f"{searches[0]}/horizon.json", "holds no horizon search"),
+      (f"{searches[0]}/horizon.json", "holds neither a horizon search"),
       (f"{tmp_path}/bad", "horizon.json is not a horizon search's"),
       (f"{tmp_path}/old", "migrate the directory once with: python -m "
        f"experiments.migrate --results_dir={tmp_path}/old")]:
@@ -289,18 +289,24 @@ def test_a_sweep_not_finished_reads_as_a_search_under_way(swept, tmp_path):
   assert [e["length"] for e in lstm.entry["evaluations"]] == [5, 20]
 
 
-def test_a_directory_with_a_config_that_is_no_sweeps_is_one_error(
+def test_a_search_without_its_horizon_or_a_damaged_config_is_one_error(
     searches, tmp_path, capsys):
-  (tmp_path / "search").mkdir()  # A search whose horizon.json was lost.
+  (tmp_path / "search").mkdir()  # A search that has written no horizon.json.
   shutil.copy(os.path.join(searches[0], "config.json"),
               tmp_path / "search" / "config.json")
-  code, stdout, stderr = _compare(capsys, f"--dirs={tmp_path}/search",
-                                  f"--results_dir={tmp_path}/out")
-  assert code == 2 and not stdout
-  assert stderr.strip().splitlines() == [
-      f"error: --dirs: {tmp_path}/search has no horizon.json, and its "
-      "config.json is not a sweep's (no cells, lengths, seeds or training "
-      "settings)"]
+  (tmp_path / "damaged").mkdir()
+  (tmp_path / "damaged" / "config.json").write_text(
+      '{"format_version": 2, "lengths": [5]}')
+  for name, problem in [
+      ("search", f"'{tmp_path}/search' holds neither a horizon search "
+       "(horizon.json) nor a sweep (config.json with its lengths)"),
+      ("damaged", f"{tmp_path}/damaged has no horizon.json, and its "
+       "config.json is not a sweep's (no cells, lengths, seeds or training "
+       "settings)")]:
+    code, stdout, stderr = _compare(capsys, f"--dirs={tmp_path}/{name}",
+                                    f"--results_dir={tmp_path}/out")
+    assert code == 2 and not stdout
+    assert stderr.strip().splitlines() == [f"error: --dirs: {problem}"]
 
 
 def test_the_command_line_compares_a_sweep_beside_a_search(searches, swept,

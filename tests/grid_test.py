@@ -453,13 +453,30 @@ def test_a_point_still_searching_is_not_judged(horizon_grid):
   assert "(still searching)" in compare.summary_table(found)
 
 
-def test_compare_refuses_a_grid_of_sweeps_in_one_line(tmp_path, fake):
-  assert _sweep(tmp_path, "--learning_rate=3e-4,1e-3")[0] == 0
-  code, _, stderr = _in_process(compare_main, [
-      f"--dirs={tmp_path / 'grid'}", f"--results_dir={tmp_path / 'out'}"])
-  assert code == 2
-  assert _one_error_line(stderr).startswith(
-      f"error: --dirs: '{tmp_path / 'grid'}' is a grid of experiments.sweep")
+def test_compare_names_the_best_point_of_a_grid_of_sweeps(tmp_path, fake):
+  # Each point's sweep reads as a search of its lengths (3 and 4): lstm
+  # solves both at 1e-3, only N=3 at 3e-4; rnn solves N=3 at both, in
+  # fewer steps at 3e-4.
+  fake.solves = lambda cfg, n: (n == 3 or cfg.cell == "lstm"
+                                and cfg.learning_rate == 1e-3)
+  fake.steps = lambda cfg, n: 20 if cfg.learning_rate == 3e-4 else 40
+  assert _sweep(tmp_path, "--learning_rate=3e-4,1e-3",
+                "--eval_every=20")[0] == 0
+  out = tmp_path / "out"
+  code, stdout, stderr = _in_process(compare_main, [
+      f"--dirs={tmp_path / 'grid'}", f"--results_dir={out}"])
+  assert code == 0, stderr
+  assert "learning_rate=0.001 wins: the largest horizon, ≥ 4" in stdout
+  records = json.loads((out / "compare.json").read_text())
+  assert {r["cell"]: r["grid"]["point"] for r in records
+          if r["grid"]["best"]} == {"lstm": {"learning_rate": 1e-3},
+                                    "rnn": {"learning_rate": 3e-4}}
+  assert {(r["cell"], r["grid"]["point"]["learning_rate"]): r["horizon_text"]
+          for r in records} == {
+              ("lstm", 3e-4): "3 (sweep: N = 3, 4)",
+              ("lstm", 1e-3): "≥ 4 (sweep: N = 3, 4)",
+              ("rnn", 3e-4): "3 (sweep: N = 3, 4)",
+              ("rnn", 1e-3): "3 (sweep: N = 3, 4)"}
 
 
 def test_no_point_wins_where_none_solves_the_shortest_length(tmp_path, fake):
