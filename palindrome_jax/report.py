@@ -119,6 +119,19 @@ def steps_entry(runs: list[dict]) -> str:
   return text
 
 
+def left_chance_entry(runs: list[dict]) -> str:
+  """The median step at which the runs' training accuracy first reached
+  :data:`LEFT_CHANCE_ACCURACY`, and each seed's (by seed; "–" never)."""
+  runs = sorted((r for r in runs if (r.get("history") or {}).get("step")),
+                key=lambda r: r["seed"])
+  if not runs:
+    return MISSING
+  steps = [steps_to_accuracy(r["history"]) for r in runs]
+  reached = [x for x in steps if x is not None]
+  median = number(np.median(reached), "g") if reached else MISSING
+  return f"{median} ({', '.join(MISSING if x is None else str(x) for x in steps)})"
+
+
 def accuracy_table(rows: list[dict]) -> str:
   """Test accuracy (%) per cell x length: what the sweep prints."""
   return "\n".join(["Test accuracy (%), mean ± std over seeds", "",
@@ -178,6 +191,12 @@ def sweep_report(rows: list[dict], config: dict[str, Any]) -> str:
                if settings.get("stop_when_solved") else "."), "",
             *_grid(rows, steps_entry), "",
             "![steps to solve against N](steps_to_solve.png)", "",
+            "## Leaving chance", "",
+            f"The step at which training accuracy first reached "
+            f"{100 * LEFT_CHANCE_ACCURACY:g}% (logged every "
+            f"{settings.get('log_every', '?')} steps): the median, and each "
+            "seed's (\"–\": never).", "",
+            *_grid(rows, left_chance_entry), "",
             "## Training curves", "",
             "![training curves](training_curves.png)", ""]
   lines += ["## Every run", "",
@@ -366,14 +385,61 @@ def horizon_table(content: dict) -> str:
   return "\n".join(lines + [""] + notes) + "\n"
 
 
+# The training accuracy that marks a run as having left chance (10%): the
+# steps to reach it time how long a run sat on the chance plateau, at the
+# log's resolution (--log_every), finer than the solve checks'.
+LEFT_CHANCE_ACCURACY = 0.5
+
+
+def steps_to_accuracy(history: dict,
+                      level: float = LEFT_CHANCE_ACCURACY) -> Optional[int]:
+  """The first logged step whose training accuracy is at least ``level``
+  (a run's ``history``); None if none is."""
+  for step, accuracy in zip(history.get("step", []),
+                            history.get("accuracy", [])):
+    if _number(accuracy) is not None and accuracy >= level:
+      return step
+  return None
+
+
+def left_chance_table(content: dict, runs: Sequence[dict]) -> list[str]:
+  """Markdown lines: per cell and length tried, the step at which each
+  seed's training accuracy first reached :data:`LEFT_CHANCE_ACCURACY`
+  (:func:`steps_to_accuracy`) and their median; none where no run of the
+  lengths tried has a history."""
+  by_run = {(r["cell"], r["length"], r["seed"]): r for r in runs
+            if (r.get("history") or {}).get("step")}
+  rows = []
+  for cell, entry in content["cells"].items():
+    for e in sorted(entry["evaluations"], key=lambda e: e["length"]):
+      found = [by_run.get((cell, e["length"], seed)) for seed in e["seeds"]]
+      if not any(found):
+        continue
+      steps = [None if r is None else steps_to_accuracy(r["history"])
+               for r in found]
+      reached = [x for x in steps if x is not None]
+      rows.append([cell, e["length"],
+                   ", ".join(MISSING if x is None else str(x) for x in steps),
+                   number(np.median(reached) if reached else None, "g")])
+  if not rows:
+    return []
+  return [f"The step at which each seed's training accuracy first reached "
+          f"{100 * LEFT_CHANCE_ACCURACY:g}% (logged every "
+          f"{content['settings']['training']['log_every']} steps; \"–\": "
+          "never, or not logged): how long it sat at chance.", "",
+          *table(["cell", "N", "per seed", "median"], rows, right=1)]
+
+
 def horizon_report(content: dict,
                    runs: Optional[Sequence[dict]] = None) -> str:
-  """``horizon.md``: the table, the figures, every length tried, and the
-  settings, with the provenance of ``runs`` (the runs of the lengths tried)
-  where given."""
+  """``horizon.md``: the table, the figures, when each run left chance
+  (from ``runs``' histories), every length tried, and the settings, with
+  the provenance of ``runs`` (the runs of the lengths tried) where given."""
+  left = left_chance_table(content, runs or [])
   lines = ["# Memory horizon", "", horizon_table(content),
            "![accuracy against N, horizons starred](horizon.png)", "",
            "![steps to solve against N](steps_to_solve.png)", "",
+           *(["## Leaving chance", "", *left, ""] if left else []),
            "## Every length tried", ""]
   for cell, entry in content["cells"].items():
     for e in entry["evaluations"]:

@@ -131,6 +131,39 @@ def test_the_horizon_table_lists_every_length_tried():
   assert "| train_steps | 1000 |" in text
 
 
+def test_the_horizon_report_says_when_each_seed_left_chance():
+  evaluation = {"length": 10, "seeds": [1, 2, 3],
+                "accuracies": [1.0, 1.0, 0.1], "statuses": ["ok"] * 3,
+                "steps_to_solve": [500, 500, None],
+                "solved": [True, True, False], "passed": False}
+  content = {"settings": {"seeds": [1, 2, 3], "threshold": 0.99,
+                          "min_length": 5, "max_length": 40,
+                          "training": {"train_steps": 1000, "log_every": 100,
+                                       "confirm_batches": 0}},
+             "cells": {"rnn": {"evaluations": [evaluation], "horizon": None,
+                               "message": "not at N=5"}}}
+  def run(seed, accuracy):
+    return {"cell": "rnn", "length": 10, "seed": seed, "history": {
+        "step": [100, 200, 300, 400], "loss": [2.3] * 4,
+        "accuracy": accuracy}}
+  runs = [run(1, [0.1, 0.2, 0.5, 0.9]),  # 50% first at 300.
+          run(2, [0.1, 0.6, 0.4, 0.9]),  # At 200, though it dipped after.
+          run(3, [0.1, 0.1, 0.1, 0.1])]  # Never.
+  assert [report.steps_to_accuracy(r["history"]) for r in runs] == [
+      300, 200, None]
+  text = report.horizon_report(content, runs)
+  assert "| rnn | 10 | 300, 200, – | 250 |" in text
+  assert "first reached 50% (logged every 100 steps" in text
+  # Without the runs' histories the section is left out.
+  assert "Leaving chance" not in report.horizon_report(content)
+  # The sweep's report: per cell and N the median, then each seed's.
+  rows = [{**_row("rnn", 10, r["seed"]), **r} for r in runs]
+  assert report.left_chance_entry(rows) == "250 (300, 200, –)"
+  text = report.sweep_report(rows, {"training_settings": {"log_every": 100}})
+  assert "| rnn | 250 (300, 200, –) |" in text
+  assert report.left_chance_entry([_row("rnn", 10, 1)]) == "–"  # No history.
+
+
 def test_the_gradient_table_reads_the_mean_of_the_seeds_that_trained_ok():
   def seed(status, accuracy):
     return {"seed": 0, "status": status, "test_accuracy": accuracy}
