@@ -126,10 +126,8 @@ def left_chance_entry(runs: list[dict]) -> str:
                 key=lambda r: r["seed"])
   if not runs:
     return MISSING
-  steps = [steps_to_accuracy(r["history"]) for r in runs]
-  reached = [x for x in steps if x is not None]
-  median = number(np.median(reached), "g") if reached else MISSING
-  return f"{median} ({', '.join(MISSING if x is None else str(x) for x in steps)})"
+  per_seed, median = _left_chance(runs)
+  return f"{median} ({per_seed})"
 
 
 def accuracy_table(rows: list[dict]) -> str:
@@ -402,6 +400,16 @@ def steps_to_accuracy(history: dict,
   return None
 
 
+def _left_chance(runs: Sequence[Optional[dict]]) -> tuple[str, str]:
+  """Each run's :func:`steps_to_accuracy` ("–" for none, or for no run),
+  comma-separated, and the median of those that reached it."""
+  steps = [None if r is None else steps_to_accuracy(r["history"])
+           for r in runs]
+  reached = [x for x in steps if x is not None]
+  return (", ".join(MISSING if x is None else str(x) for x in steps),
+          number(np.median(reached) if reached else None, "g"))
+
+
 def left_chance_table(content: dict, runs: Sequence[dict]) -> list[str]:
   """Markdown lines: per cell and length tried, the step at which each
   seed's training accuracy first reached :data:`LEFT_CHANCE_ACCURACY`
@@ -415,12 +423,7 @@ def left_chance_table(content: dict, runs: Sequence[dict]) -> list[str]:
       found = [by_run.get((cell, e["length"], seed)) for seed in e["seeds"]]
       if not any(found):
         continue
-      steps = [None if r is None else steps_to_accuracy(r["history"])
-               for r in found]
-      reached = [x for x in steps if x is not None]
-      rows.append([cell, e["length"],
-                   ", ".join(MISSING if x is None else str(x) for x in steps),
-                   number(np.median(reached) if reached else None, "g")])
+      rows.append([cell, e["length"], *_left_chance(found)])
   if not rows:
     return []
   return [f"The step at which each seed's training accuracy first reached "
