@@ -519,4 +519,27 @@ def leaderboard(standings: list, path: str, subtitle: str = "") -> None:
                + "\n(hatched: a lower bound, the search not ended)",
                fontsize="medium")
   fig.tight_layout()
+  _widen_for_texts(fig, ax)
   save(fig, path)
+
+
+def _widen_for_texts(fig, ax, pad_px: float = 6.0) -> None:
+  """Widens ``ax``'s log x axis until each of its texts (placed in data
+  coordinates, left-aligned) ends inside it. A text of w pixels starting at
+  x on an axis W pixels wide spanning D decades from x_low ends inside when
+  D >= log10(x / x_low) / (1 - w / W); the layout is redone after each
+  widening, as the tick labels may change the axes' width."""
+  renderer = fig.canvas.get_renderer()
+  for _ in range(3):
+    width = ax.get_window_extent(renderer).width
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low)
+    for t in ax.texts:
+      w = t.get_window_extent(renderer).width + pad_px
+      if w < width:
+        decades = max(decades,
+                      math.log10(t.get_position()[0] / low) / (1 - w / width))
+    if decades <= math.log10(high / low) + 1e-9:
+      return
+    ax.set_xlim(low, low * 10 ** decades)
+    fig.tight_layout()

@@ -1,6 +1,7 @@
 """The leaderboard: per cell and size its best learning rate, sizes counted by
 hand, costs from a benchmark, its files and its flags."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -223,6 +224,27 @@ def test_the_figure_has_a_bar_per_bound_and_every_label_inside(
   assert list(texts) == ["30", "12", "< 5 (sweep: N = 5, 20)"]
   low, high = ax.get_ylim()
   assert all(low + 0.5 <= y <= high - 0.5 for _, y in texts.values())
+
+
+def test_the_longest_bar_keeps_its_text_inside_the_axes(tmp_path,
+                                                       monkeypatch):
+  # The leader's text starts where its bar ends, and a long model label
+  # narrows the axes: the axis must reach far enough for the text, however
+  # little width the labels leave.
+  swept = _sweep(tmp_path / "swept", ("lstm",), (5, 20, 80),
+                 lambda cell, n, seed: 1.0)
+  (row,) = leaderboard.standings(compare.recipes(_load(swept)))
+  rows = [dataclasses.replace(row, cell="lstm_from_a_cell_module_" * 2)]
+  figures = []
+  monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig))
+  plots.leaderboard(rows, "unused.png")
+  fig = figures[0]
+  (ax,) = fig.axes
+  renderer = fig.canvas.get_renderer()
+  inside = ax.get_window_extent(renderer)
+  assert ax.texts[0].get_text() == "≥ 80 (sweep: N = 5, 20, 80)"
+  for t in ax.texts:
+    assert t.get_window_extent(renderer).x1 <= inside.x1, t.get_text()
 
 
 def test_the_sources_give_each_directorys_command_and_wall_time(searches,
