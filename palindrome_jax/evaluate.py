@@ -3,7 +3,11 @@
 A cell that learned N=10 reads any number of digits (the scan does not care),
 so this answers "does it still work at N=12?". At the trained length, with
 the sweep's ``eval_batches``, the test batches are the sweep's own, so the
-accuracy matches its table (a test checks that it is equal).
+accuracy matches its table (a test checks that it is equal). Each row also
+counts, on the same batches, which digit the model answered for each target
+digit (:func:`confusion`): a model that remembers only part of the first
+digit (say, whether it was 0) reads 100% on those digits and chance on the
+rest.
 """
 
 import dataclasses
@@ -11,7 +15,11 @@ import os
 from typing import Any, Iterable, Optional
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
+from palindrome_jax import data
+from palindrome_jax import model
 from palindrome_jax import report
 from palindrome_jax import results as results_lib
 from palindrome_jax import train
@@ -74,13 +82,48 @@ def evaluate_saved(results_dir: str, lengths: Optional[Iterable[int]] = None,
       _, _, eval_key = train.run_keys(run.seed, cfg.cell, length)
       metrics = jax.device_get(_evaluate(params, eval_key, cfg.program(),
                                          cfg.eval_batches))
+      counts = np.asarray(_confusion(params, eval_key, cfg.program(),
+                                     cfg.eval_batches))
       rows.append({**row, "test_length": length,
                    "test_accuracy": float(metrics["accuracy"]),
-                   "test_loss": float(metrics["loss"])})
+                   "test_loss": float(metrics["loss"]),
+                   "accuracy_by_digit": by_digit(counts),
+                   "confusion": counts.tolist()})
   return rows
 
 
+def confusion(params: Any, eval_key: jax.Array, cfg: train.RunConfig,
+              num_batches: Optional[int] = None) -> jax.Array:
+  """Counts ``[10, 10]`` over the batches :func:`train.evaluate` tests on
+  (the same ``num_batches`` drawn from ``eval_key``): row the target digit,
+  column the digit the model answered (its largest logit)."""
+  cell = cfg.make_cell()
+  num_batches = num_batches or cfg.eval_batches
+
+  def body(counts_CxC, i):
+    batch = data.make_batch(jax.random.fold_in(eval_key, i), cfg.length,
+                            cfg.batch_size, cfg.encoding)
+    logits_BxC = model.apply(cell, params, batch.inputs,
+                             unroll_steps=cfg.unroll)
+    return counts_CxC.at[batch.targets, logits_BxC.argmax(-1)].add(1), None
+
+  counts_CxC, _ = jax.lax.scan(
+      body, jnp.zeros((data.NUM_CLASSES, data.NUM_CLASSES), jnp.int32),
+      jnp.arange(num_batches))
+  return counts_CxC
+
+
+def by_digit(counts_CxC: np.ndarray) -> list[Optional[float]]:
+  """Per target digit, the fraction answered right (None where the batches
+  held no such target)."""
+  counts_CxC = np.asarray(counts_CxC)
+  totals = counts_CxC.sum(axis=1)
+  return [float(counts_CxC[d, d] / totals[d]) if totals[d] else None
+          for d in range(len(totals))]
+
+
 _evaluate = jax.jit(train.evaluate, static_argnums=(2, 3))
+_confusion = jax.jit(confusion, static_argnums=(2, 3))
 
 
 def _for_evaluation(cfg: train.RunConfig) -> train.RunConfig:
@@ -114,10 +157,12 @@ def evaluated(rows: list[dict]) -> bool:
 
 def table(rows: list[dict]) -> str:
   """Markdown: test accuracy (%) per (cell, trained N) x test N
-  (:func:`palindrome_jax.report.evaluate_table`); when nothing could be
+  (:func:`palindrome_jax.report.evaluate_table`), then per run and test N
+  the accuracy by target digit (:func:`palindrome_jax.report.digit_table`);
+  when nothing could be
   evaluated, a line that says so and each run with its reason, no table."""
   if evaluated(rows):
-    return report.evaluate_table(rows)
+    return report.evaluate_table(rows) + "\n" + report.digit_table(rows)
   if not rows:
     return "Nothing evaluated: the directory holds no finished run.\n"
   return "\n".join([

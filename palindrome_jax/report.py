@@ -675,6 +675,23 @@ def evaluate_table(rows: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def digit_table(rows: list[dict]) -> str:
+  """Markdown: per evaluated run and test N, its accuracy (%) on the
+  examples of each target digit (``accuracy_by_digit``), which tells a
+  model that remembers part of the first digit (100% on some digits,
+  chance on the others) from one that remembers it all, or none of it."""
+  done = sorted((r for r in rows if r.get("accuracy_by_digit")),
+                key=lambda r: (r["cell"], r["trained_length"], r["seed"],
+                               r["test_length"]))
+  digits = range(len(done[0]["accuracy_by_digit"])) if done else range(0)
+  body = [[r["cell"], r["trained_length"], r["seed"], r["test_length"]]
+          + [percent(a, 0) for a in r["accuracy_by_digit"]] for r in done]
+  return "\n".join([
+      "Accuracy (%) by the target digit (the first), per run", "",
+      *table(["cell", "trained N", "seed", "test N"]
+             + [str(d) for d in digits], body)]) + "\n"
+
+
 # The benchmark (see palindrome_jax.benchmark).
 
 

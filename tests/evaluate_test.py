@@ -1,6 +1,7 @@
 """Tests for palindrome_jax.evaluate: saved parameters tested at any length."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,12 @@ import sys
 import pytest
 
 from experiments import evaluate as evaluate_main
+import jax
+import numpy as np
+
+from palindrome_jax import data
 from palindrome_jax import evaluate
+from palindrome_jax import model
 from palindrome_jax import sweep
 from palindrome_jax import train
 from palindrome_jax.status import Status
@@ -35,7 +41,10 @@ def test_evaluate_reloads_parameters_and_tests_other_lengths(tmp_path):
        f"--results_dir={tmp_path}", "--lengths=3,6"],
       cwd=REPO, capture_output=True, text=True, check=True)
   assert "test N=6" in out.stdout
-  assert (tmp_path / "evaluate.json").exists()
+  assert "Accuracy (%) by the target digit" in out.stdout
+  saved = json.loads((tmp_path / "evaluate.json").read_text())
+  # Every test example counted once, by its target and the answer given.
+  assert all(sum(map(sum, r["confusion"])) == 2 * 8 for r in saved)
 
 
 @pytest.mark.parametrize("args, flag", [
@@ -84,6 +93,41 @@ def test_evaluate_params_reproduces_the_test_accuracy_in_memory():
   assert scores[4]["accuracy"] == result.test_accuracy
   assert scores[4]["loss"] == pytest.approx(result.test_loss, rel=1e-6)
   assert set(scores) == {4, 7}
+
+
+def test_the_confusion_counts_what_a_loop_over_the_test_batches_answers():
+  cfg = dataclasses.replace(TINY, cell="gru", length=4, eval_batches=3)
+  params = train.init_params(jax.random.PRNGKey(3), cfg)
+  key = jax.random.PRNGKey(11)
+  counts = np.asarray(evaluate.confusion(params, key, cfg))
+  expected = np.zeros((10, 10), int)
+  right = 0
+  for i in range(3):  # The batches train.evaluate draws, one at a time.
+    batch = data.make_batch(jax.random.fold_in(key, i), 4, 8)
+    answers = np.asarray(model.apply(cfg.make_cell(), params,
+                                     batch.inputs)).argmax(-1)
+    targets = np.asarray(batch.targets)
+    np.add.at(expected, (targets, answers), 1)
+    right += int((answers == targets).sum())
+  np.testing.assert_array_equal(counts, expected)
+  accuracy = float(train.evaluate(params, key, cfg)["accuracy"])
+  assert np.trace(counts) == right
+  assert right / 24 == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_accuracy_by_digit_tells_a_model_that_remembers_only_zero():
+  # Stalled at 20%: every 0 answered right, every other digit answered 7.
+  counts = np.zeros((10, 10), int)
+  counts[0, 0] = 20
+  counts[1:, 7] = 20
+  counts[9, 7] = 0  # No 9 among the targets.
+  accuracy = evaluate.by_digit(counts)
+  assert accuracy == [1.0] + [0.0] * 6 + [1.0, 0.0, None]
+  rows = [{"cell": "mingru", "seed": 42, "trained_length": 100,
+           "test_length": 100, "status": Status("ok"),
+           "test_accuracy": 40 / 180, "accuracy_by_digit": accuracy}]
+  assert ("| mingru | 100 | 42 | 100 | 100 | 0 | 0 | 0 | 0 | 0 | 0 | 100 | 0"
+          " | – |") in evaluate.table(rows)
 
 
 def test_the_table_counts_diverged_seeds_apart_as_the_sweep_does():
