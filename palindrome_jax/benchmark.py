@@ -463,15 +463,18 @@ def matmul_peaks(config: BenchmarkConfig) -> list[dict[str, Any]]:
   """The big-square fp32 rate and the rate at each cell's recurrent shape."""
   peaks = [{"shape": "1024x1024 @ 1024x1024", "cells": [],
             "gflops": matmul_gflops(1024, 1024, 1024)}]
-  widths: dict[int, list[str]] = {}
+  # Each cell at its own width H (with --num_params, the sized one).
+  shapes: dict[tuple[int, int], list[str]] = {}
   for cell in config.cells:
-    width = recurrent_width(dataclasses.replace(config.base, cell=cell))
+    cfg = dataclasses.replace(config.base, cell=cell)
+    width = recurrent_width(cfg)
     if width is not None:
-      widths.setdefault(width, []).append(cell)
-  b, h = config.base.batch_size, config.base.num_hidden
-  for width, cells in sorted(widths.items()):
-    peaks.append({"shape": f"{b}x{h} @ {h}x{width}", "width": width,
-                  "cells": cells, "gflops": matmul_gflops(b, h, width)})
+      shapes.setdefault((cfg.num_hidden, width), []).append(cell)
+  b = config.base.batch_size
+  for (h, width), cells in sorted(shapes.items()):
+    peaks.append({"shape": f"{b}x{h} @ {h}x{width}", "hidden": h,
+                  "width": width, "cells": cells,
+                  "gflops": matmul_gflops(b, h, width)})
   return peaks
 
 
@@ -587,7 +590,8 @@ def _add_rates(row: dict, cfg: train.RunConfig, peaks: list[dict]) -> None:
   if flops is not None:
     row.update(gflop_per_step=flops / 1e9, gflops=flops * rate / 1e9)
     width = recurrent_width(cfg)
-    peak = next((p["gflops"] for p in peaks if p.get("width") == width), None)
+    peak = next((p["gflops"] for p in peaks if p.get("width") == width
+                 and p.get("hidden", cfg.num_hidden) == cfg.num_hidden), None)
     if peak:
       row["percent_of_matmul_peak"] = 100 * row["gflops"] / peak
   counted = _xla_flops_or_none(cfg)

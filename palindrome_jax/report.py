@@ -720,8 +720,10 @@ def device_line(machine: dict[str, Any]) -> str:
 def benchmark_title(bench: Any) -> str:
   """The title of ``benchmark.png`` for a :class:`benchmark.Report`."""
   train_config = bench.settings["train_config"]
+  size = (f"{train_config['num_hidden']} hidden" if "num_hidden" in
+          train_config else f"{train_config['num_params']:,} parameters")
   return (f"Training steps per second, batch {train_config['batch_size']}, "
-          f"{train_config['num_hidden']} hidden\n"
+          f"{size}\n"
           f"{device_line(bench.machine)}")
 
 
@@ -743,8 +745,12 @@ def benchmark_report(bench: Any) -> str:
     lines.append(f"- torch {machine['torch']} on {machine['torch_device']}"
                  f"{elsewhere}, {machine['torch_threads']} threads")
   lines += [
-      f"- batch {train_config['batch_size']}, {train_config['num_hidden']} "
-      f"hidden, {train_config['encoding']} input, {train_config['optimizer']} "
+      f"- batch {train_config['batch_size']}, " + (
+          f"{train_config['num_hidden']} hidden" if "num_hidden" in train_config
+          else "each cell at the width closest to "
+          f"{train_config['num_params']:,} parameters (--num_params; the "
+          "widths: the matmul shapes below)")
+      + f", {train_config['encoding']} input, {train_config['optimizer']} "
       f"after clipping; median of {settings['repeats']} repeats of "
       f"{settings['steps']} steps ({settings['eager_steps']} for eager), "
       "after a warm-up, the methods of each row group taking turns repeat "

@@ -309,3 +309,41 @@ def test_each_setting_measured_reaches_the_caller_before_the_next():
   # After the first setting; after the last, the report itself is the whole.
   assert seen == [[(3, "ok")]]
   assert [r["length"] for r in report.rows] == [3, 4]
+
+
+def test_the_matmul_ceilings_use_each_cells_width_under_num_params(
+    monkeypatch):
+  # With --num_params each cell has its own width (the RNN 255, the GRU
+  # 148): the ceiling at its recurrent shape is [B, H] x [H, G*H] with that
+  # H, not the base's 128.
+  shapes = []
+  monkeypatch.setattr(benchmark, "matmul_gflops",
+                      lambda rows, inner, cols: shapes.append(
+                          (rows, inner, cols)) or 1.0)
+  base = train.RunConfig(num_params=67850)
+  peaks = benchmark.matmul_peaks(benchmark.BenchmarkConfig(
+      cells=("rnn", "gru"), base=base))
+  assert shapes[1:] == [(128, 148, 3 * 148), (128, 255, 255)]
+  assert [p["shape"] for p in peaks[1:]] == ["128x148 @ 148x444",
+                                             "128x255 @ 255x255"]
+  assert [p["cells"] for p in peaks[1:]] == [["gru"], ["rnn"]]
+
+
+def test_the_report_of_cells_sized_by_num_params_says_so():
+  base = train.RunConfig(num_params=67850)
+  bench = benchmark.Report(
+      machine={"device_kind": "cpu", "backend": "cpu", "processor": "X",
+               "cpu_count": 2, "jax": "0", "devices": ["cpu:0"],
+               "pinned_cores": None},
+      settings={"train_config": base.training_settings(), "repeats": 3,
+                "steps": 20, "eager_steps": 3, "cells": ["rnn"],
+                "lengths": [100], "methods": ["compiled_loop"]},
+      matmul_peaks=[{"shape": "128x255 @ 255x255", "hidden": 255,
+                     "width": 255, "cells": ["rnn"], "gflops": 50.0}],
+      rows=[])
+  text = benchmark_report.report_lib.benchmark_report(bench)
+  assert ("- batch 128, each cell at the width closest to 67,850 parameters"
+          in text)
+  assert "128x255 @ 255x255 50.0 GFLOP/s (rnn)" in text
+  assert benchmark_report.report_lib.benchmark_title(bench).startswith(
+      "Training steps per second, batch 128, 67,850 parameters\n")
