@@ -591,7 +591,7 @@ def _add_rates(row: dict, cfg: train.RunConfig, peaks: list[dict]) -> None:
     row.update(gflop_per_step=flops / 1e9, gflops=flops * rate / 1e9)
     width = recurrent_width(cfg)
     peak = next((p["gflops"] for p in peaks if p.get("width") == width
-                 and p.get("hidden", cfg.num_hidden) == cfg.num_hidden), None)
+                 and p.get("hidden") == cfg.num_hidden), None)
     if peak:
       row["percent_of_matmul_peak"] = 100 * row["gflops"] / peak
   counted = _xla_flops_or_none(cfg)
