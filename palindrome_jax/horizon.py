@@ -311,7 +311,9 @@ def sweep_as_search(config: dict, records: Sequence[dict]) -> dict:
   not every seed solves (None if that is the shortest; the longest if none
   fails); the lengths past that fail are left out, as a search never tries
   them. A length not finished by every seed yet (absent, or failed with an
-  error: a rerun trains it) ends the evaluations without a message: the
+  error: a rerun trains it) has failed already if a finished seed failed it:
+  its record then holds the finished seeds only, and the message says how
+  many finished. Otherwise it ends the evaluations without a message: the
   cell reads as a search under way, with its bound so far. A sweep at the
   search's budget and criterion bounds the horizon between its lengths
   (``≥ 20, < 100``), where a search bisects it."""
@@ -322,11 +324,18 @@ def sweep_as_search(config: dict, records: Sequence[dict]) -> dict:
   cells = {}
   for cell in config["cells"]:
     evaluations, found, first_fail, ended = [], None, None, True
+    finished_note = ""
     for n in lengths:
       runs = [by_run.get((cell, n, seed)) for seed in seeds]
-      if any(r is None or r["status"].kind is Kind.ERROR for r in runs):
-        ended = False
-        break
+      finished = [r for r in runs
+                  if r is not None and r["status"].kind is not Kind.ERROR]
+      if len(finished) < len(runs):
+        if not finished or length_record(n, finished)["passed"]:
+          ended = False
+          break
+        runs = finished  # A finished seed failed: so has the length.
+        finished_note = (f" ({len(finished)} of {len(seeds)} seeds "
+                         "finished)")
       evaluations.append(length_record(n, runs))
       if not evaluations[-1]["passed"]:
         first_fail = n
@@ -342,7 +351,8 @@ def sweep_as_search(config: dict, records: Sequence[dict]) -> dict:
               f"not every seed solves ({100 * threshold:g}%) even at the "
               f"shortest, N={lengths[0]}" if found is None else
               f"every seed solves ({100 * threshold:g}%) up to N={found}"
-              + (f", not at N={first_fail}" if first_fail else "")))
+              + (f", not at N={first_fail}" if first_fail else ""))
+          + finished_note)
     cells[cell] = entry
   return {"format_version": results_lib.FORMAT_VERSION,
           "settings": {"threshold": threshold, "min_length": lengths[0],

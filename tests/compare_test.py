@@ -14,6 +14,7 @@ from experiments import compare as compare_main
 from palindrome_jax import compare
 from palindrome_jax import horizon
 from palindrome_jax import plots
+from palindrome_jax import report
 from palindrome_jax import results
 from palindrome_jax import sweep
 from palindrome_jax import train
@@ -287,6 +288,35 @@ def test_a_sweep_not_finished_reads_as_a_search_under_way(swept, tmp_path):
   assert not compare.ended(lstm) and lstm.entry["horizon"] is None
   assert lstm.horizon == "≥ 20 so far (sweep: N = 5, 20, 80)"
   assert [e["length"] for e in lstm.entry["evaluations"]] == [5, 20]
+
+
+def test_a_length_a_finished_seed_failed_has_failed_before_the_rest_finish(
+    swept, tmp_path):
+  """gru's seed 1 fails N=5: with seed 2 not trained yet, N=5 has already
+  failed whatever seed 2 does, so the reading has ended (< 5), counting only
+  the seeds finished (1/2); irnn's N=20 likewise with seed 0 missing."""
+  partial = tmp_path / "partial"
+  shutil.copytree(swept, partial)
+  os.remove(partial / "runs" / "gru_N5_seed2.json")
+  os.remove(partial / "runs" / "irnn_N20_seed0.json")
+  found = {r.cell: r for r in compare.recipes(_load(str(partial)),
+                                              cells={"gru", "irnn"})}
+  assert all(compare.ended(r) for r in found.values())
+  assert {cell: r.horizon for cell, r in found.items()} == {
+      "gru": "< 5 (sweep: N = 5, 20, 80)",
+      "irnn": "≥ 5, < 20 (sweep: N = 5, 20, 80)"}
+  (gru_5,) = found["gru"].entry["evaluations"]
+  assert gru_5["seeds"] == [0, 1] and gru_5["solved"] == [True, False]
+  assert not gru_5["passed"]
+  assert report.tried_text(gru_5) == "5: 1/2 (10) ✗"
+  irnn_20 = found["irnn"].entry["evaluations"][-1]
+  assert irnn_20["seeds"] == [1, 2] and not irnn_20["passed"]
+  assert found["irnn"].entry["message"].endswith(
+      "up to N=5, not at N=20 (2 of 3 seeds finished)")
+  # A missing seed beside seeds that all solved still awaits it.
+  os.remove(partial / "runs" / "irnn_N5_seed1.json")
+  (irnn,) = compare.recipes(_load(str(partial)), cells={"irnn"})
+  assert not compare.ended(irnn) and irnn.entry["evaluations"] == []
 
 
 def test_a_search_without_its_horizon_or_a_damaged_config_is_one_error(
