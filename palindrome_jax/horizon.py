@@ -329,14 +329,15 @@ def sweep_as_search(config: dict, records: Sequence[dict]) -> dict:
       runs = [by_run.get((cell, n, seed)) for seed in seeds]
       finished = [r for r in runs
                   if r is not None and r["status"].kind is not Kind.ERROR]
+      record = length_record(n, finished) if finished else None
       if len(finished) < len(runs):
-        if not finished or length_record(n, finished)["passed"]:
+        if record is None or record["passed"]:  # The rest may still fail.
           ended = False
           break
-        runs = finished  # A finished seed failed: so has the length.
+        # A finished seed failed: so has the length.
         finished_note = (f" ({len(finished)} of {len(seeds)} seeds "
                          "finished)")
-      evaluations.append(length_record(n, runs))
+      evaluations.append(record)
       if not evaluations[-1]["passed"]:
         first_fail = n
         break
