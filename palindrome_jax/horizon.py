@@ -68,6 +68,13 @@ class HorizonConfig:
       "multiple of --log_every), so a killed search continues mid-run; 0: "
       "never.", config_lib.non_negative_int)
   vmap_seeds: bool = config_lib.setting(False, devices_lib.VMAP_SEEDS_HELP)
+  # Neither changes a run's numbers nor the horizon (not in settings()).
+  skip_failed_lengths: bool = config_lib.setting(
+      True, "Once a seed fails a length, do not start the seeds still to "
+      "train at it: the length has failed whatever they do, and a failing "
+      "run costs the whole budget. Its record then holds the seeds that "
+      "finished; --noskip_failed_lengths trains them all, for every seed's "
+      "count at the failing lengths.")
   # Not a setting of the runs (nor of the search): see SweepConfig.
   profile_dir: Optional[str] = config_lib.profile_dir_setting()
 
@@ -141,6 +148,13 @@ class RunFailed(RuntimeError):
   """A run of the search raised; a rerun retries it."""
 
 
+def solved(record: dict) -> bool:
+  """Whether a run's ``record`` solved its length (at a confirmed solve
+  check, without diverging)."""
+  return (record["status"].kind is Kind.OK
+          and record.get("steps_to_solve") is not None)
+
+
 def length_record(length: int, records: Sequence[Optional[dict]]) -> dict:
   """What one length tried says: each seed's outcome, how many solved (at a
   confirmed solve check, see the module doc), and whether all did (a seed
@@ -149,8 +163,7 @@ def length_record(length: int, records: Sequence[Optional[dict]]) -> dict:
   records = [r or {"status": Status.MISSING, "test_accuracy": None}
              for r in records]
   accuracies = [r.get("test_accuracy") for r in records]
-  solved = [r["status"].kind is Kind.OK and r.get("steps_to_solve") is not None
-            for r in records]
+  seeds_solved = [solved(r) for r in records]
   return {
       "length": length,
       "seeds": [r.get("seed") for r in records],
@@ -158,10 +171,10 @@ def length_record(length: int, records: Sequence[Optional[dict]]) -> dict:
       "statuses": [r["status"] for r in records],
       "steps_to_solve": [r.get("steps_to_solve") for r in records],
       "train_steps": [r.get("train_steps") for r in records],
-      "solved": solved,
-      "fraction_solved": sum(solved) / len(solved),
+      "solved": seeds_solved,
+      "fraction_solved": sum(seeds_solved) / len(seeds_solved),
       "mean_accuracy": results_lib.finite_mean(accuracies),
-      "passed": all(solved),
+      "passed": all(seeds_solved),
       "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in records),
   }
 
@@ -181,8 +194,12 @@ def cell_horizon(cell: str, config: HorizonConfig,
     if not record["passed"]:
       failed.append(n)
     on_evaluation(record)
+    untrained = len(config.seeds) - len(record["solved"])
     on_message(f"{cell} N={n}: {sum(record['solved'])}/"
-               f"{len(record['solved'])} seeds solved, mean test accuracy "
+               f"{len(record['solved'])} seeds solved"
+               + (f" ({untrained} not trained: the length had failed)"
+                  if untrained > 0 else "")
+               + f", mean test accuracy "
                f"{report.percent(record['mean_accuracy'], 1)}%: "
                f"{'pass' if record['passed'] else 'fail'}")
     return record["passed"]
@@ -512,8 +529,11 @@ class _Searches:
       if jax.process_index() == 0:
         io.write_json(self.json_path, self.content)
 
-  def _train_length(self, cell: str, n: int) -> list[Optional[dict]]:
-    """Every seed's record at ``n``: from disk, or trained now."""
+  def _train_length(self, cell: str, n: int) -> list[dict]:
+    """The seeds' records at ``n``: from disk, or trained now. Every seed's,
+    unless a seed failed ``n`` and ``skip_failed_lengths`` left the seeds
+    not started then untrained (:meth:`_failed_already`): then the finished
+    seeds'."""
     runs = [Run(cell, n, seed) for seed in self.config.seeds]
     if self.stop():
       raise runner.Interrupted
@@ -523,6 +543,8 @@ class _Searches:
     # would count it as failed: it is awaited, and trained here if that
     # process lets it go without a record (it stopped).
     while missing := [run for run in runs if records.get(run) is None]:
+      if self._failed_already(missing, records):
+        break
       waiting = [run for run in missing
                  if self.results.claimed_elsewhere(run)]
       if waiting:
@@ -534,11 +556,30 @@ class _Searches:
           self.results.claimed_elsewhere(run) for run in waiting):
         time.sleep(WAIT_POLL_SECONDS)
       records.update(self._train(missing))
-    for run in runs:
-      status = records[run]["status"]  # Every seed has a record by now.
+    finished = [run for run in runs if run in records]
+    for run in finished:
+      status = records[run]["status"]
       if status.kind is Kind.ERROR:  # Not a result: the search stops.
         raise RunFailed(f"{run.name}: {status.message}")
-    return [records.get(run) for run in runs]
+    return [records[run] for run in finished]
+
+  def _failed_already(self, program: Sequence[Run],
+                      records: dict[Run, dict]) -> Optional[str]:
+    """Why ``program`` need not train: with ``skip_failed_lengths``, a seed
+    of its length (one of ``records``) finished without solving it; None
+    otherwise (or if a seed raised: the search stops on that)."""
+    if not self.config.skip_failed_lengths:
+      return None
+    cell, n = program[0].cell, program[0].length
+    at_n = {run: r for run, r in records.items()
+            if (run.cell, run.length) == (cell, n)}
+    if any(r["status"].kind is Kind.ERROR for r in at_n.values()):
+      return None
+    failed = sorted(run.seed for run, r in at_n.items() if not solved(r))
+    if not failed:
+      return None
+    return (f"N={n} has failed already (seed{'s' * (len(failed) > 1)} "
+            f"{', '.join(map(str, failed))})")
 
   def _train(self, runs: list[Run]) -> dict[Run, dict]:
     outcome = runner.Outcome([], [])
@@ -547,7 +588,7 @@ class _Searches:
         vmap_seeds=self.config.vmap_seeds,
         checkpoint_every=self.config.checkpoint_every, train_fn=self.train_fn,
         stop=self.stop, progress=self.progress, outcome=outcome,
-        profile_dir=self.config.profile_dir)
+        profile_dir=self.config.profile_dir, give_up=self._failed_already)
     if self.stop():
       raise runner.Interrupted
     if outcome.write_errors:  # Trained, but no record: not a result.

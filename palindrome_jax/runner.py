@@ -46,6 +46,9 @@ from palindrome_jax.status import Status
 
 TrainFn = Callable[..., train.GroupResult]
 Program = tuple[Run, ...]  # Runs that train as one compiled program.
+# Why a program need not train, given every record so far (by run); None if
+# it must (see :func:`train_runs`).
+GiveUp = Callable[[Program, dict[Run, dict]], Optional[str]]
 T = TypeVar("T")
 
 
@@ -193,12 +196,16 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
                stop: Callable[[], bool] = lambda: False,
                progress: Optional[progress_lib.Progress] = None,
                outcome: Optional[Outcome] = None,
-               profile_dir: Optional[str] = None) -> dict[Run, dict]:
+               profile_dir: Optional[str] = None,
+               give_up: Optional[GiveUp] = None) -> dict[Run, dict]:
   """Trains the ``runs`` not finished in ``results``; returns every run's
   record (finished earlier or now) by run. A run claimed by another process
   is left to it (skipped here, never trained twice). With ``profile_dir``,
   each program traces a few chunks into ``<profile_dir>/<program name>/``
-  (:mod:`palindrome_jax.profiling`).
+  (:mod:`palindrome_jax.profiling`). With ``give_up``, a program about to
+  start is asked whether it still needs to, given the records so far (the
+  horizon search skips the seeds of a length that another seed has failed):
+  one that need not is skipped, with a line saying why, and has no record.
 
   Each program that raises is recorded as failed and the others go on; a
   failure to write a trained run's files is logged with the path, counted
@@ -215,7 +222,7 @@ def train_runs(runs: Sequence[Run], base: train.RunConfig,
     trainer = _Trainer(base, results, train_fn, stop, checkpoint_every,
                        progress, records,
                        outcome if outcome is not None else Outcome([], []),
-                       profile_dir)
+                       profile_dir, give_up)
     _run_side_by_side(
         programs, costs,
         lambda p: _memory_need(_config_of(base, p), len(p) if vmap_seeds
@@ -348,12 +355,24 @@ class _Trainer:
   records: dict[Run, dict]
   outcome: Outcome
   profile_dir: Optional[str] = None
+  give_up: Optional[GiveUp] = None
   lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
   def train_program(self, program: Program, cost: float, devices) -> None:
     """Claims the runs of ``program``, then trains those still to train."""
     if self.stop():
       return
+    if self.give_up is not None:
+      with self.lock:
+        reason = self.give_up(program, dict(self.records))
+      if reason:
+        self.progress.message(
+            f"{program[0].cell} N={program[0].length} seed"
+            f"{'s' * (len(program) > 1)} "
+            f"{','.join(str(run.seed) for run in program)}: not trained, "
+            f"{reason}")
+        self.progress.skip(cost)
+        return
     with contextlib.ExitStack() as stack:
       claimed = [stack.enter_context(self.results.claim(run))
                  for run in program]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+import jax
 import pytest
 
 from experiments import horizon as horizon_main
@@ -431,3 +432,63 @@ def test_a_run_that_cannot_be_saved_stops_the_search_not_fails_the_length(
   assert entry["horizon"] is None and entry["evaluations"] == []
   assert entry["message"].startswith("error: cannot save rnn_N5_seed1: No "
                                      "space left on device")
+
+
+# One device: the seeds of a length train one after another, in order.
+ONE_DEVICE = jax.devices()[:1]
+
+
+def _seed_0_fails_past_20(cell, n, seed):
+  return 1.0 if n <= (20 if seed == 0 else 40) else 0.1
+
+
+def test_the_seeds_of_a_failed_length_are_not_trained(tmp_path):
+  # Seed 0 fails N=40 (and every length the bisection tries above 20); the
+  # search's answer needs no other seed there, and a failing run costs the
+  # whole budget: seeds 1 and 2 are not trained at those lengths, and each
+  # length's record holds the seed that finished.
+  trainer = FakeTrainer(_seed_0_fails_past_20)
+  content = horizon.run_horizon(config(seeds=(0, 1, 2), max_length=40),
+                                str(tmp_path), train_fn=trainer,
+                                devices=ONE_DEVICE)
+  entry = content["cells"]["rnn"]
+  assert entry["horizon"] == 20
+  past_20 = [(n, seeds) for _, n, seeds in trainer.calls if n > 20]
+  assert past_20 and all(seeds == (0,) for _, seeds in past_20)
+  for evaluation in entry["evaluations"]:
+    if evaluation["length"] > 20:
+      assert evaluation["seeds"] == [0] and evaluation["solved"] == [False]
+      assert not evaluation["passed"]
+    else:
+      assert evaluation["solved"] == [True] * 3
+  assert "40: 0/1" in (tmp_path / "horizon.md").read_text()
+
+  # A rerun replays the search from disk and trains nothing, the skipped
+  # seeds included; --noskip_failed_lengths trains exactly those.
+  trainer.calls.clear()
+  again = horizon.run_horizon(config(seeds=(0, 1, 2), max_length=40),
+                              str(tmp_path), train_fn=trainer,
+                              devices=ONE_DEVICE)
+  assert trainer.calls == [] and again["cells"]["rnn"]["horizon"] == 20
+  every = horizon.run_horizon(
+      config(seeds=(0, 1, 2), max_length=40, skip_failed_lengths=False),
+      str(tmp_path), train_fn=trainer, devices=ONE_DEVICE)
+  assert sorted(seeds for _, _, seeds in trainer.calls) == sorted(
+      [(1,), (2,)] * len(past_20))
+  assert {n for _, n, _ in trainer.calls} == {n for n, _ in past_20}
+  at_40 = next(e for e in every["cells"]["rnn"]["evaluations"]
+               if e["length"] == 40)
+  assert at_40["seeds"] == [0, 1, 2]
+  assert at_40["solved"] == [False, True, True]
+  assert every["cells"]["rnn"]["horizon"] == 20
+
+
+def test_without_skipping_every_seed_of_a_failed_length_trains(tmp_path):
+  trainer = FakeTrainer(_seed_0_fails_past_20)
+  content = horizon.run_horizon(
+      config(seeds=(0, 1, 2), max_length=40, skip_failed_lengths=False),
+      str(tmp_path), train_fn=trainer, devices=ONE_DEVICE)
+  assert content["cells"]["rnn"]["horizon"] == 20
+  assert all(len(e["seeds"]) == 3
+             for e in content["cells"]["rnn"]["evaluations"])
+  assert "40: 2/3" in (tmp_path / "horizon.md").read_text()
