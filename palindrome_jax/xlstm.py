@@ -137,6 +137,14 @@ def _slstm_step(params: cells.Params, carry, u_Bx4H: jax.Array,
   raw_Bx4H = u_Bx4H + rec_Bx4xNxD.reshape(batch, -1)
   log_i, f_raw, z_raw, o_raw = jnp.split(raw_Bx4H, 4, axis=-1)
   log_f = f_raw if forget_gate == "exp" else jax.nn.log_sigmoid(f_raw)
+  # From the zero state, m_1 = log i_1 (the official code's rule): then
+  # n_1 = 1 and n_t >= 1 after, so h = c / n never divides by a tiny n.
+  # (m_0 = log i_1 - log f_1 gives it through the usual rule, with f'_1 = 1
+  # on the zero state, where exp(log f_1 - log i_1) could overflow.)
+  # Without it, m_1 = max(log f_1, log i_1) gives n_1 = i_1 / f_1, whose
+  # square underflows float32 once log i_1 < -44: the gradient turned inf
+  # and a run whose first input gates had closed that far diverged.
+  m_BxH = jnp.where(n_BxH == 0, log_i - log_f, m_BxH)
   i_gate, f_gate, m_BxH = _stabilised_gates(log_i, log_f, m_BxH)
   c_BxH = f_gate * c_BxH + i_gate * jnp.tanh(z_raw)
   n_BxH = f_gate * n_BxH + i_gate
@@ -177,9 +185,12 @@ def make_slstm(num_heads: int = NUM_HEADS, forget_gate: str = "sigmoid",
   1``), here one dense ``W`` as in the paper's equations; its optional
   causal conv (width 4, SiLU) before the input and forget gates is left
   out: its state would be ``[B, 3, D]`` and a cell's carry knows ``H``
-  only. Where the state is zero the official code sets ``m_1 = log i_1``;
-  here ``m_1 = max(log f_1, log i_1)`` as everywhere (the outputs do not
-  depend on ``m``).
+  only. Where the state is zero (``n = 0``), ``m_1 = log i_1``, as the
+  official code (per unit; the official code when every ``n`` is zero):
+  ``n_1 = 1``, and ``n_t >= 1`` after. The outputs do not depend on ``m`` in
+  exact arithmetic, but the usual rule from ``m_0 = 0`` gives ``n_1 = i_1 /
+  f_1``, and once ``log i_1 < -44`` the gradient of ``c / n`` is inf in
+  float32.
   """
   if forget_gate not in FORGET_GATES:
     raise ValueError(f"unknown forget_gate {forget_gate!r}; choose from "

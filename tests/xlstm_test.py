@@ -63,6 +63,7 @@ def _block_diagonal(blocks):
 # Plain references: the paper's equations with unstabilised exponential
 # gates, in numpy loops. Each also tracks m_t = max(log f + m, log i) so the
 # cell's stabilised carry can be compared: the plain states times exp(-m).
+# (The sLSTM's m_1 is log i_1: see make_slstm.)
 
 
 def _slstm_np(p, x_BxTxD, forget_gate="sigmoid"):
@@ -86,7 +87,8 @@ def _slstm_np(p, x_BxTxD, forget_gate="sigmoid"):
     c = f_gate * c + i_gate * np.tanh(z_raw)
     nrm = f_gate * nrm + i_gate
     h = _sigmoid(o_raw) * c / nrm
-    m = np.maximum(np.log(f_gate) + m, i_raw)
+    # From the zero state m_1 = log i_1 (the official code's rule).
+    m = i_raw if t == 0 else np.maximum(np.log(f_gate) + m, i_raw)
     outs.append(_group_norm_np(p["norm"], h, num_heads))
   return np.stack(outs), (h, c * np.exp(-m), nrm * np.exp(-m), m)
 
@@ -257,6 +259,31 @@ def test_stabiliser_keeps_float32_finite_where_plain_formulas_overflow(name):
               inputs.astype(np.float32))
   assert h.dtype == jnp.float32
   np.testing.assert_allclose(h, expected_h, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("forget_gate", xlstm.FORGET_GATES)
+def test_a_closed_first_input_gate_keeps_float32_gradients_finite(
+    forget_gate):
+  # From the zero state the first step's m is log i_1, the official code's
+  # rule, so n_1 = 1 and n_t >= 1 after: h = c / n never divides by a tiny
+  # n. With m_1 = max(log f_1 + 0, log i_1) instead (the same outputs in
+  # exact arithmetic) n_1 = i_1 / f_1, which at log i = -50 squares to
+  # below float32's smallest normal: the gradient of c / n was inf, and a
+  # training run whose input gates closed this far diverged.
+  cell = cells.get("slstm") if forget_gate == "sigmoid" else EXP_FORGET_SLSTM
+  params = _params(cell)
+  params["b"][:HIDDEN["slstm"]] -= 50.0
+  args = (_carry(cell), _inputs(), _target(cell))
+  with jax.enable_x64(True):
+    (value, (carry, h, _)), grads = _loss_and_grads(cell, params, *args)
+  assert np.isfinite(value)
+  assert np.asarray(carry[2]).min() >= 1.0  # n
+  args32 = jax.tree.map(np.float32, (params,) + args)
+  (value32, (_, h32, _)), grads32 = _loss_and_grads(cell, *args32)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads32))
+  np.testing.assert_allclose(h32, h, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(value32, value, rtol=1e-4)
+  _assert_trees_close(grads32, grads, rtol=2e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["slstm", "mlstm"])
