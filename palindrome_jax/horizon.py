@@ -16,6 +16,8 @@ between the last pass and the first fail, so a horizon costs
 ``O(log max_length)`` trainings. The search assumes that passing is monotone
 in ``N`` (what is hard at ``N`` is harder at ``2N``); every length tried is
 recorded with each seed's accuracy and steps to solve, so a reader can check.
+Once a seed fails a length, its seeds not started yet are not trained
+(``skip_failed_lengths``): the length has failed whatever they do.
 
 Each run is kept in the results directory (:mod:`palindrome_jax.results`) the
 moment it finishes, and long runs are checkpointed: rerunning the same
