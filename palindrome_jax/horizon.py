@@ -150,13 +150,6 @@ class RunFailed(RuntimeError):
   """A run of the search raised; a rerun retries it."""
 
 
-def solved(record: dict) -> bool:
-  """Whether a run's ``record`` solved its length (at a confirmed solve
-  check, without diverging)."""
-  return (record["status"].kind is Kind.OK
-          and record.get("steps_to_solve") is not None)
-
-
 def length_record(length: int, records: Sequence[Optional[dict]]) -> dict:
   """What one length tried says: each seed's outcome, how many solved (at a
   confirmed solve check, see the module doc), and whether all did (a seed
@@ -165,7 +158,7 @@ def length_record(length: int, records: Sequence[Optional[dict]]) -> dict:
   records = [r or {"status": Status.MISSING, "test_accuracy": None}
              for r in records]
   accuracies = [r.get("test_accuracy") for r in records]
-  seeds_solved = [solved(r) for r in records]
+  seeds_solved = [results_lib.solved(r) for r in records]
   return {
       "length": length,
       "seeds": [r.get("seed") for r in records],
@@ -577,7 +570,7 @@ class _Searches:
             if (run.cell, run.length) == (cell, n)}
     if any(r["status"].kind is Kind.ERROR for r in at_n.values()):
       return None
-    failed = sorted(run.seed for run, r in at_n.items() if not solved(r))
+    failed = sorted(run.seed for run, r in at_n.items() if not results_lib.solved(r))
     if not failed:
       return None
     return (f"N={n} has failed already (seed{'s' * (len(failed) > 1)} "

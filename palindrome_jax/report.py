@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from palindrome_jax.results import finite_mean
+from palindrome_jax.results import finite_mean, solved
 from palindrome_jax.status import Kind, Status
 
 MISSING = "–"
@@ -110,9 +110,7 @@ def steps_entry(runs: list[dict]) -> str:
   runs = [r for r in runs if r["status"].kind is not Kind.ERROR]
   if not runs:
     return MISSING
-  steps = [r["steps_to_solve"] for r in runs
-           if r.get("steps_to_solve") is not None
-           and r["status"].kind is Kind.OK]
+  steps = [r["steps_to_solve"] for r in runs if solved(r)]
   text = f"{len(steps)}/{len(runs)}"
   if steps:
     text += f" ({int(np.median(steps))})"

@@ -671,6 +671,13 @@ def error_row(run: Run, error: BaseException) -> dict[str, Any]:
   return row
 
 
+def solved(record: dict) -> bool:
+  """Whether a run's ``record`` (its status parsed) solved its length: a
+  confirmed solve check, without diverging."""
+  return (record["status"].kind is Kind.OK
+          and record.get("steps_to_solve") is not None)
+
+
 def finite_mean(values, axis: Optional[int] = None):
   """Mean of the finite entries (NaN, inf and None left out) of ``values``,
   over ``axis`` (default all); NaN where there are none. The one helper for

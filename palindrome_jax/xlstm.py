@@ -14,8 +14,9 @@ log space (the paper's stabilisation, Section 2.2):
 so that ``i', f' <= 1``. The stabilised states are the plain ones times
 ``exp(-m_t)``; every output is a ratio in which that factor cancels, so the
 outputs equal the plain, unstabilised formulas (``exp`` gates without ``m``)
-for any ``m`` (the zero carry has ``m_0 = 0``), while the plain formulas
-overflow in float32 once ``log i`` passes about 88.
+for any ``m`` (the zero carry has ``m_0 = 0``; the sLSTM's first step from
+it takes ``m_1 = log i_1``, see :func:`make_slstm`), while the plain
+formulas overflow in float32 once ``log i`` passes about 88.
 
 Both blocks map an input ``[B, D]`` to ``[B, H]`` (``H = hidden_dim``) with
 ``NUM_HEADS = 4`` heads. Their input width ``D`` may differ from ``H`` (a
