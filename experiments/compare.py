@@ -24,6 +24,7 @@ before its search is run; a grid of sweeps, for each point's.
 
 import os
 import re
+from typing import Optional
 
 from absl import flags
 
@@ -31,6 +32,7 @@ from experiments import common
 from palindrome_jax import cli
 from palindrome_jax import compare
 from palindrome_jax import files as io
+from palindrome_jax import grid
 from palindrome_jax import leaderboard
 from palindrome_jax import report
 from palindrome_jax import validation
@@ -124,7 +126,7 @@ def main(argv):
   if standings is not None:
     commands = recipe_commands()
     leaderboard.write(standings, results_dir, EQUAL_PARAMS.value,
-                      {r.directory: commands.get(os.path.abspath(r.directory))
+                      {r.directory: command_of(r.directory, commands)
                        for s in standings for r in s.tried})
     print("\n".join(report.leaderboard_table(standings)))
   print(f"Results in {results_dir}/")
@@ -157,6 +159,18 @@ def recipe_commands(recipes_dir: str = RECIPES_DIR) -> dict[str, str]:
       commands.setdefault(path, []).append(
           f"python -m {tool[1]} --flagfile={flagfile}")
   return {path: "; ".join(found) for path, found in commands.items()}
+
+
+def command_of(directory: str, commands: dict[str, str]) -> Optional[str]:
+  """The command of ``directory``'s recipe (:func:`recipe_commands`), or,
+  for a point of a grid, of the recipe that committed the grid."""
+  path = os.path.abspath(directory)
+  if path in commands:
+    return commands[path]
+  parent = os.path.dirname(path)
+  if os.path.exists(os.path.join(parent, grid.GRID_FILE)):
+    return commands.get(parent)
+  return None
 
 
 def _at_params(standings: list, params: int) -> list:
