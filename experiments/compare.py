@@ -32,7 +32,6 @@ from experiments import common
 from palindrome_jax import cli
 from palindrome_jax import compare
 from palindrome_jax import files as io
-from palindrome_jax import grid
 from palindrome_jax import leaderboard
 from palindrome_jax import report
 from palindrome_jax import validation
@@ -126,7 +125,7 @@ def main(argv):
   if standings is not None:
     commands = recipe_commands()
     leaderboard.write(standings, results_dir, EQUAL_PARAMS.value,
-                      {r.directory: command_of(r.directory, commands)
+                      {r.directory: command_of(r, commands)
                        for s in standings for r in s.tried})
     print("\n".join(report.leaderboard_table(standings)))
   print(f"Results in {results_dir}/")
@@ -161,16 +160,14 @@ def recipe_commands(recipes_dir: str = RECIPES_DIR) -> dict[str, str]:
   return {path: "; ".join(found) for path, found in commands.items()}
 
 
-def command_of(directory: str, commands: dict[str, str]) -> Optional[str]:
-  """The command of ``directory``'s recipe (:func:`recipe_commands`), or,
+def command_of(recipe: compare.Recipe,
+               commands: dict[str, str]) -> Optional[str]:
+  """The command of ``recipe``'s directory (:func:`recipe_commands`), or,
   for a point of a grid, of the recipe that committed the grid."""
-  path = os.path.abspath(directory)
-  if path in commands:
-    return commands[path]
-  parent = os.path.dirname(path)
-  if os.path.exists(os.path.join(parent, grid.GRID_FILE)):
-    return commands.get(parent)
-  return None
+  command = commands.get(os.path.abspath(recipe.directory))
+  if command is None and recipe.point is not None:
+    command = commands.get(os.path.abspath(recipe.point.grid))
+  return command
 
 
 def _at_params(standings: list, params: int) -> list:

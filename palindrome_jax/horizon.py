@@ -570,7 +570,8 @@ class _Searches:
             if (run.cell, run.length) == (cell, n)}
     if any(r["status"].kind is Kind.ERROR for r in at_n.values()):
       return None
-    failed = sorted(run.seed for run, r in at_n.items() if not results_lib.solved(r))
+    failed = sorted(run.seed for run, r in at_n.items()
+                    if not results_lib.solved(r))
     if not failed:
       return None
     return (f"N={n} has failed already (seed{'s' * (len(failed) > 1)} "

@@ -291,19 +291,22 @@ def test_recipe_commands_read_each_recipes_tool_and_directory(tmp_path):
 def test_a_grid_points_command_is_its_grids_recipe(tmp_path):
   # A leaderboard row from a grid's point (lr_grid/learning_rate=0.003)
   # names the recipe that committed the grid; a directory that is not a
-  # grid's point, beside it, has none.
-  grid_dir = tmp_path / "lr_grid"
-  (grid_dir / "learning_rate=0.003").mkdir(parents=True)
-  (grid_dir / "grid.json").write_text("{}")
-  (tmp_path / "other" / "learning_rate=0.003").mkdir(parents=True)
-  commands = {str(grid_dir): "python -m experiments.horizon --flagfile=g"}
-  assert compare_main.command_of(
-      str(grid_dir / "learning_rate=0.003"), commands) == commands[
-          str(grid_dir)]
-  assert compare_main.command_of(str(grid_dir), commands) == commands[
-      str(grid_dir)]
-  assert compare_main.command_of(
-      str(tmp_path / "other" / "learning_rate=0.003"), commands) is None
+  # grid's point has none.
+  grid_dir = str(tmp_path / "lr_grid")
+  point_dir = os.path.join(grid_dir, "learning_rate=0.003")
+  commands = {grid_dir: "python -m experiments.horizon --flagfile=g"}
+
+  def recipe(directory, point=None):
+    return compare.Recipe(label="rnn", directory=directory, cell="rnn",
+                          changes={}, protocol={}, settings={}, entry={},
+                          point=point)
+
+  in_grid = compare.GridPoint(grid=grid_dir, values={"learning_rate": 3e-3})
+  assert compare_main.command_of(recipe(point_dir, in_grid),
+                                 commands) == commands[grid_dir]
+  assert compare_main.command_of(recipe(grid_dir), commands) == commands[
+      grid_dir]
+  assert compare_main.command_of(recipe(point_dir), commands) is None
 
 
 @pytest.mark.parametrize("recipe", ["leaderboard.flags",
