@@ -89,7 +89,12 @@ def accuracy_vs_length(rows: list[dict], path: str) -> None:
   if lengths_all:
     ax.set_xticks(lengths_all)
   ax.grid(alpha=0.3)
-  ax.legend()
+  if len(cells) > 4:  # beside the axes: inside, it would cover the lines
+    fig.set_size_inches(8.0, 4.2)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5),
+              fontsize="small")
+  else:
+    ax.legend()
   fig.tight_layout()
   save(fig, path)
 
