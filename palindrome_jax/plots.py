@@ -14,6 +14,8 @@ from palindrome_jax import files as io
 from palindrome_jax import report
 from palindrome_jax.data import NUM_CLASSES
 from palindrome_jax.results import finite_mean
+from palindrome_jax.status import Kind
+from palindrome_jax.status import Status
 
 
 @functools.cache
@@ -49,7 +51,8 @@ def save(fig, path: str) -> None:
 
 def _ok_accuracy(run: dict[str, Any]) -> float:
   acc = run.get("test_accuracy")
-  if run["status"] != "ok" or acc is None or not math.isfinite(acc):
+  if (Status(run["status"]).kind is not Kind.OK or acc is None
+      or not math.isfinite(acc)):
     return math.nan
   return acc
 
@@ -164,9 +167,10 @@ def _draw_steps_to_solve(ax, rows: list[dict], budget: int,
     medians, lows, highs, unsolved_at = [], [], [], []
     for n in lengths:
       runs = [r for r in rows if r["cell"] == cell and r["length"] == n
-              and not r["status"].startswith("error")]
+              and Status(r["status"]).kind is not Kind.ERROR]
       steps = [r["steps_to_solve"] if r.get("steps_to_solve") is not None
-               and r["status"] == "ok" else budget for r in runs]
+               and Status(r["status"]).kind is Kind.OK else budget
+               for r in runs]
       if not steps:
         steps = [math.nan]
       medians.append(np.median(steps))
