@@ -522,7 +522,22 @@ class _Searches:
       if result is not None:
         entry.update(result)
       if jax.process_index() == 0:
-        io.write_json(self.json_path, self.content)
+        self._write()
+
+  def _write(self) -> None:
+    """Writes ``horizon.json``, first taking in the cells that another
+    command searching other cells in this directory at the same time has
+    written there since: whichever writes last keeps every cell."""
+    with self.results.exclusively():
+      try:
+        on_disk = read_search(self.json_path)
+      except (OSError, ValueError):  # None yet, or one refused at the start.
+        on_disk = None
+      if on_disk is not None and on_disk["settings"] == self.config.settings():
+        self.content["cells"].update(
+            (cell, entry) for cell, entry in on_disk["cells"].items()
+            if cell not in self.config.cells)
+      io.write_json(self.json_path, self.content)
 
   def _train_length(self, cell: str, n: int) -> list[dict]:
     """The seeds' records at ``n``: from disk, or trained now. Every seed's,

@@ -386,6 +386,16 @@ class ResultsDir:
   def path(self, *parts: str) -> str:
     return os.path.join(self.root, *parts)
 
+  @contextlib.contextmanager
+  def exclusively(self):
+    """A short exclusive lock on the directory's shared files
+    (``config.json``, a search's ``horizon.json``), held by one process at
+    a time, so that a read, merge and write by one is never interleaved
+    with another's."""
+    with open(self.path(".settings.lock"), "a+") as settings_lock:
+      fcntl.flock(settings_lock, fcntl.LOCK_EX)
+      yield
+
   def run_file(self, run: Run) -> str:
     return self.path("runs", run.name + ".json")
 
@@ -429,8 +439,7 @@ class ResultsDir:
     try:
       # The check and the record happen under a short exclusive lock, so two
       # processes that start at once cannot both find the directory empty.
-      with open(self.path(".settings.lock"), "a+") as settings_lock:
-        fcntl.flock(settings_lock, fcntl.LOCK_EX)
+      with self.exclusively():
         try:
           previous, where = self._previous_settings()
         except FormatError:
@@ -464,8 +473,7 @@ class ResultsDir:
     started = self.provenance
     self.provenance = {**started, "ended": utc_now()}
     try:
-      with open(self.path(".settings.lock"), "a+") as settings_lock:
-        fcntl.flock(settings_lock, fcntl.LOCK_EX)
+      with self.exclusively():
         config = self._read_config()
         if config is not None and config.get("provenance") == started:
           io.write_json(self.path("config.json"),

@@ -219,6 +219,33 @@ def test_a_search_of_other_cells_keeps_the_earlier_ones_in_the_report(
   assert list(content["cells"]) == ["gru"]
 
 
+def test_searches_of_other_cells_at_once_on_one_directory_keep_both(
+    tmp_path):
+  # Two commands on one directory, one searching rnn, the other gru (more
+  # cores put to work): the gru search starts and ends while the rnn one
+  # runs. horizon.json keeps both cells, whichever search writes last.
+  limits = {"rnn": 9, "gru": 100}
+  accuracy = lambda cell, n, seed: 1.0 if n <= limits[cell] else 0.1
+  other = FakeTrainer(accuracy)
+  directory = str(tmp_path)
+
+  class SearchGruMidway(FakeTrainer):
+
+    def __call__(self, cfg, seeds, **kwargs):
+      if len(self.calls) == 1:  # The rnn search has written its first N.
+        horizon.run_horizon(config(cells=("gru",)), directory,
+                            train_fn=other)
+      return super().__call__(cfg, seeds, **kwargs)
+
+  content = horizon.run_horizon(config(cells=("rnn",)), directory,
+                                train_fn=SearchGruMidway(accuracy))
+  assert other.calls
+  on_disk = io.read_json(str(tmp_path / "horizon.json"))
+  for written in (content, on_disk):
+    assert {c: e["horizon"] for c, e in written["cells"].items()} == limits
+  assert "| gru | 100 |" in (tmp_path / "horizon.md").read_text()
+
+
 def test_an_earlier_search_of_an_older_format_is_refused_naming_the_migration(
     tmp_path):
   trainer = FakeTrainer(lambda cell, n, seed: 1.0 if n <= 9 else 0.1)
