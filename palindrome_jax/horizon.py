@@ -422,14 +422,26 @@ def _earlier_cells(json_path: str, config: HorizonConfig,
     moved = io.move_aside(json_path)
     logging.warning("%s, moved to %s", error, moved)
     return {}
-  others = {cell: entry for cell, entry in earlier["cells"].items()
-            if cell not in config.cells}
-  if others and earlier["settings"] != config.settings():
+  others = _other_cells(earlier, config)
+  if others is None:
     logging.warning(
         "%s: not kept in horizon.json: %s, searched with other settings; "
         "search again with these to include them (their runs are reused)",
-        json_path, ", ".join(others))
+        json_path, ", ".join(c for c in earlier["cells"]
+                             if c not in config.cells))
     return {}
+  return others
+
+
+def _other_cells(earlier: dict, config: HorizonConfig) -> Optional[dict]:
+  """The cells of ``earlier`` (a ``horizon.json``'s content) that
+  ``config`` does not search, to keep beside its own: all of them if it
+  was searched with ``config``'s settings ({} if there are none), else
+  None."""
+  others = {cell: entry for cell, entry in earlier["cells"].items()
+            if cell not in config.cells}
+  if others and earlier["settings"] != config.settings():
+    return None
   return others
 
 
@@ -533,10 +545,9 @@ class _Searches:
         on_disk = read_search(self.json_path)
       except (OSError, ValueError):  # None yet, or one refused at the start.
         on_disk = None
-      if on_disk is not None and on_disk["settings"] == self.config.settings():
+      if on_disk is not None:
         self.content["cells"].update(
-            (cell, entry) for cell, entry in on_disk["cells"].items()
-            if cell not in self.config.cells)
+            _other_cells(on_disk, self.config) or {})
       io.write_json(self.json_path, self.content)
 
   def _train_length(self, cell: str, n: int) -> list[dict]:
