@@ -422,27 +422,24 @@ def _earlier_cells(json_path: str, config: HorizonConfig,
     moved = io.move_aside(json_path)
     logging.warning("%s, moved to %s", error, moved)
     return {}
-  others = _other_cells(earlier, config)
-  if others is None:
+  others, kept = _other_cells(earlier, config)
+  if not kept:
     logging.warning(
         "%s: not kept in horizon.json: %s, searched with other settings; "
         "search again with these to include them (their runs are reused)",
-        json_path, ", ".join(c for c in earlier["cells"]
-                             if c not in config.cells))
+        json_path, ", ".join(others))
     return {}
   return others
 
 
-def _other_cells(earlier: dict, config: HorizonConfig) -> Optional[dict]:
+def _other_cells(earlier: dict,
+                 config: HorizonConfig) -> tuple[dict, bool]:
   """The cells of ``earlier`` (a ``horizon.json``'s content) that
-  ``config`` does not search, to keep beside its own: all of them if it
-  was searched with ``config``'s settings ({} if there are none), else
-  None."""
+  ``config`` does not search, and whether they can be kept beside its own
+  (there are none, or they were searched with ``config``'s settings)."""
   others = {cell: entry for cell, entry in earlier["cells"].items()
             if cell not in config.cells}
-  if others and earlier["settings"] != config.settings():
-    return None
-  return others
+  return others, not others or earlier["settings"] == config.settings()
 
 
 def run_horizon(config: HorizonConfig, results_dir: str,
@@ -546,8 +543,9 @@ class _Searches:
       except (OSError, ValueError):  # None yet, or one refused at the start.
         on_disk = None
       if on_disk is not None:
-        self.content["cells"].update(
-            _other_cells(on_disk, self.config) or {})
+        others, kept = _other_cells(on_disk, self.config)
+        if kept:
+          self.content["cells"].update(others)
       io.write_json(self.json_path, self.content)
 
   def _train_length(self, cell: str, n: int) -> list[dict]:
