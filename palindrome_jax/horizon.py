@@ -477,7 +477,7 @@ def run_horizon(config: HorizonConfig, results_dir: str,
       progress.close()
     if jax.process_index() != 0:
       return content
-    write_summaries(content, results_dir, results.all_runs())
+    searches.write(summaries=True)
   return content
 
 
@@ -531,12 +531,14 @@ class _Searches:
       if result is not None:
         entry.update(result)
       if jax.process_index() == 0:
-        self._write()
+        self.write()
 
-  def _write(self) -> None:
-    """Writes ``horizon.json``, first taking in the cells that another
+  def write(self, summaries: bool = False) -> None:
+    """Writes ``horizon.json`` (and with ``summaries``, the report and
+    plots from the same content), first taking in the cells that another
     command searching other cells in this directory at the same time has
-    written there since: whichever writes last keeps every cell."""
+    written there since: whichever writes last keeps every cell, and the
+    report on disk reads what ``horizon.json`` holds."""
     with self.results.exclusively():
       try:
         on_disk = read_search(self.json_path)
@@ -547,6 +549,9 @@ class _Searches:
         if kept:
           self.content["cells"].update(others)
       io.write_json(self.json_path, self.content)
+      if summaries:
+        write_summaries(self.content, self.results.root,
+                        self.results.all_runs())
 
   def _train_length(self, cell: str, n: int) -> list[dict]:
     """The seeds' records at ``n``: from disk, or trained now. Every seed's,

@@ -16,6 +16,7 @@ from experiments import horizon as horizon_main
 from palindrome_jax import config as config_lib
 from palindrome_jax import horizon
 from palindrome_jax import files as io
+from palindrome_jax import report
 from palindrome_jax import results
 from palindrome_jax import train
 from palindrome_jax.status import Kind, Status
@@ -244,6 +245,37 @@ def test_searches_of_other_cells_at_once_on_one_directory_keep_both(
   for written in (content, on_disk):
     assert {c: e["horizon"] for c, e in written["cells"].items()} == limits
   assert "| gru | 100 |" in (tmp_path / "horizon.md").read_text()
+
+
+def test_an_interrupted_search_beside_another_writes_a_report_of_both(
+    tmp_path):
+  # Two commands on one directory, one searching rnn, the other gru: the
+  # gru search runs after the rnn one's last write of horizon.json, then
+  # the rnn one is interrupted (SIGINT) and writes its summaries. The
+  # report on disk reads what horizon.json holds: both cells.
+  limits = {"rnn": 9, "gru": 100}
+  accuracy = lambda cell, n, seed: 1.0 if n <= limits[cell] else 0.1
+  trainer = FakeTrainer(accuracy)
+  other = FakeTrainer(accuracy)
+  directory = str(tmp_path)
+
+  def stop_after_the_gru_search():
+    if not trainer.calls:
+      return False
+    if not other.calls:
+      horizon.run_horizon(config(cells=("gru",)), directory,
+                          train_fn=other)
+    return True
+
+  horizon.run_horizon(config(cells=("rnn",)), directory, train_fn=trainer,
+                      stop=stop_after_the_gru_search)
+  assert other.calls
+  content = horizon.read_search(str(tmp_path / "horizon.json"))
+  assert set(content["cells"]) == {"rnn", "gru"}
+  settings = io.read_json(str(tmp_path / "config.json"))["training_settings"]
+  runs = results.ResultsDir(directory, settings).all_runs()
+  assert (tmp_path / "horizon.md").read_text() == report.horizon_report(
+      content, horizon.runs_tried(content, runs))
 
 
 def test_an_earlier_search_of_an_older_format_is_refused_naming_the_migration(
