@@ -5,9 +5,11 @@ config) is on for the whole session: an implicit ``[H] + [B, H]`` broadcast is
 an error, so shapes in the library are always spelled out.
 """
 
+import atexit
 import contextlib
 import gc
 import os
+import shutil
 import tempfile
 
 # The persistent compilation cache: for the entrypoints the suite starts as
@@ -18,9 +20,12 @@ import tempfile
 # (their default --compilation_cache_dir), and with jaxlib 0.10.2 on a CPU
 # reading an entry back in that process segfaulted CI (in
 # compilation_cache.get_executable_and_time). cache_test.py covers the cache
-# as users meet it: a rerun in a new process.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(
-    prefix="palindrome_jax_test_compilation_cache-"))
+# as users meet it: a rerun in a new process. The process that makes the
+# directory (pytest-xdist's workers inherit it) removes it at exit.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE_DIR = tempfile.mkdtemp(prefix="palindrome_jax_test_compilation_cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+  atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # pylint: disable=g-import-not-at-top

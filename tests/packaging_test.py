@@ -156,3 +156,21 @@ def test_without_the_pythonpath_option_experiments_is_not_found(tmp_path):
   done = _bare_pytest(tmp_path, "-o", "pythonpath=")
   assert done.returncode != 0
   assert "No module named 'experiments'" in done.stdout + done.stderr
+
+
+def test_the_suite_leaves_no_compilation_cache_behind(tmp_path):
+  # conftest.py makes a temporary directory for the entrypoints' compilation
+  # cache; the README's test command (workers included) removes it at exit,
+  # so the suite does not leave megabytes in the temporary folder per run.
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_COMPILATION_CACHE_DIR", "PYTEST_XDIST_WORKER")}
+  env["TMPDIR"] = str(tmp_path)
+  done = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p",
+       "no:cacheprovider", "--collect-only", "tests/recipes_test.py"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert done.returncode == 0, done.stdout + done.stderr
+  left = sorted(p.name for p in tmp_path.iterdir()
+                if p.name.startswith("palindrome_jax_test_compilation_cache-"))
+  assert not left, left
