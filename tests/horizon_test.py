@@ -58,7 +58,11 @@ def config(threshold=0.99, **kwargs):
 
 
 def up_to(limit):
-  return lambda cell, n, seed: 1.0 if n <= limit else 0.1
+  """The accuracy of a cell that solves every N up to ``limit`` and none
+  beyond: one limit for every cell, or a dict of one per cell."""
+  limit_of = limit.__getitem__ if isinstance(limit, dict) else (
+      lambda cell: limit)
+  return lambda cell, n, seed: 1.0 if n <= limit_of(cell) else 0.1
 
 
 def test_search_finds_exact_horizon_in_log_many_steps():
@@ -110,7 +114,7 @@ def test_search_stops_bisecting_within_the_resolution(limit, resolution):
 
 
 def test_a_search_at_a_resolution_reports_its_bracket(tmp_path):
-  trainer = FakeTrainer(lambda cell, n, seed: 1.0 if n <= 37 else 0.1)
+  trainer = FakeTrainer(up_to(37))
   content = horizon.run_horizon(config(resolution=10), str(tmp_path),
                                 train_fn=trainer)
   entry = content["cells"]["rnn"]
@@ -202,8 +206,7 @@ def test_rerun_reuses_lengths_and_refuses_other_settings(tmp_path):
 
 def test_a_search_of_other_cells_keeps_the_earlier_ones_in_the_report(
     tmp_path):
-  trainer = FakeTrainer(lambda cell, n, seed: 1.0 if n <= {
-      "rnn": 9, "lstm": 44, "gru": 100}[cell] else 0.1)
+  trainer = FakeTrainer(up_to({"rnn": 9, "lstm": 44, "gru": 100}))
   horizon.run_horizon(config(cells=("rnn", "lstm")), str(tmp_path),
                       train_fn=trainer)
   content = horizon.run_horizon(config(cells=("gru",)), str(tmp_path),
@@ -226,7 +229,7 @@ def test_searches_of_other_cells_at_once_on_one_directory_keep_both(
   # cores put to work): the gru search starts and ends while the rnn one
   # runs. horizon.json keeps both cells, whichever search writes last.
   limits = {"rnn": 9, "gru": 100}
-  accuracy = lambda cell, n, seed: 1.0 if n <= limits[cell] else 0.1
+  accuracy = up_to(limits)
   other = FakeTrainer(accuracy)
   directory = str(tmp_path)
 
@@ -254,9 +257,8 @@ def test_an_interrupted_search_beside_another_writes_a_report_of_both(
   # the rnn one is interrupted (SIGINT) and writes its summaries. The
   # report on disk reads what horizon.json holds: both cells.
   limits = {"rnn": 9, "gru": 100}
-  accuracy = lambda cell, n, seed: 1.0 if n <= limits[cell] else 0.1
-  trainer = FakeTrainer(accuracy)
-  other = FakeTrainer(accuracy)
+  trainer = FakeTrainer(up_to(limits))
+  other = FakeTrainer(up_to(limits))
   directory = str(tmp_path)
 
   def stop_after_the_gru_search():
@@ -280,7 +282,7 @@ def test_an_interrupted_search_beside_another_writes_a_report_of_both(
 
 def test_an_earlier_search_of_an_older_format_is_refused_naming_the_migration(
     tmp_path):
-  trainer = FakeTrainer(lambda cell, n, seed: 1.0 if n <= 9 else 0.1)
+  trainer = FakeTrainer(up_to(9))
   horizon.run_horizon(config(cells=("rnn",)), str(tmp_path),
                       train_fn=trainer)
   path = str(tmp_path / "horizon.json")
