@@ -442,6 +442,19 @@ def _other_cells(earlier: dict,
   return others, not others or earlier["settings"] == config.settings()
 
 
+def _merge_in_order(cells: dict, others: dict, order: Sequence[str]) -> None:
+  """Adds ``others`` to ``cells`` (in place) and orders them as ``order``
+  (the cells as first found on disk, then this search's as given), not as
+  their searches (threads) happened to save first: reports and
+  ``experiments.compare --labels`` read the cells in this order, so
+  continuing one cell's search, or a command beside it writing last, must
+  not move it."""
+  merged = {**cells, **others}
+  cells.clear()
+  cells.update({cell: merged[cell] for cell in order if cell in merged})
+  cells.update(merged)
+
+
 def run_horizon(config: HorizonConfig, results_dir: str,
                 overwrite: bool = False,
                 train_fn: runner.TrainFn = train.train_and_evaluate,
@@ -496,6 +509,9 @@ class _Searches:
   content: dict
   json_path: str
   lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+  # The cells' order in horizon.json: as the first write found them on
+  # disk, then as searched (see _merge_in_order).
+  order: list = dataclasses.field(default_factory=list)
 
   def search(self, cell: str) -> None:
     """Searches ``cell``'s horizon and records it, or the error that ended
@@ -544,10 +560,16 @@ class _Searches:
         on_disk = read_search(self.json_path)
       except (OSError, ValueError):  # None yet, or one refused at the start.
         on_disk = None
+      others, found = {}, []
       if on_disk is not None:
         others, kept = _other_cells(on_disk, self.config)
         if kept:
-          self.content["cells"].update(others)
+          found = list(on_disk["cells"])
+        else:
+          others = {}
+      self.order += [cell for cell in dict.fromkeys(
+          found + list(self.config.cells)) if cell not in self.order]
+      _merge_in_order(self.content["cells"], others, self.order)
       io.write_json(self.json_path, self.content)
       if summaries:
         write_summaries(self.content, self.results.root,

@@ -223,6 +223,24 @@ def test_a_search_of_other_cells_keeps_the_earlier_ones_in_the_report(
   assert list(content["cells"]) == ["gru"]
 
 
+def test_a_rerun_of_some_cells_keeps_the_order_of_the_cells_on_disk(
+    tmp_path):
+  # Reports and experiments.compare's --labels read the cells in
+  # horizon.json's order: continuing one cell's search (or a command
+  # beside it writing last) must not move that cell to the end.
+  trainer = FakeTrainer(up_to({"rnn": 9, "lstm": 44, "gru": 100}))
+  horizon.run_horizon(config(cells=("rnn", "lstm", "gru")), str(tmp_path),
+                      train_fn=trainer)
+  for cells in (("rnn",), ("lstm", "rnn")):
+    content = horizon.run_horizon(config(cells=cells), str(tmp_path),
+                                  train_fn=trainer)
+    for written in (content, io.read_json(str(tmp_path / "horizon.json"))):
+      assert list(written["cells"]) == ["rnn", "lstm", "gru"]
+    table = (tmp_path / "horizon.md").read_text()
+    assert (table.index("| rnn | 9 |") < table.index("| lstm | 44 |")
+            < table.index("| gru | 100 |"))
+
+
 def test_searches_of_other_cells_at_once_on_one_directory_keep_both(
     tmp_path):
   # Two commands on one directory, one searching rnn, the other gru (more
