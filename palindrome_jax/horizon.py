@@ -509,9 +509,10 @@ class _Searches:
   content: dict
   json_path: str
   lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-  # The cells' order in horizon.json: as the first write found them on
-  # disk, then as searched (see _merge_in_order).
-  order: list = dataclasses.field(default_factory=list)
+  # The cells' order in horizon.json (an ordered set: a cell keeps its
+  # first place): as the first write found them on disk, then as
+  # searched (see _merge_in_order).
+  order: dict = dataclasses.field(default_factory=dict)
 
   def search(self, cell: str) -> None:
     """Searches ``cell``'s horizon and records it, or the error that ended
@@ -560,15 +561,13 @@ class _Searches:
         on_disk = read_search(self.json_path)
       except (OSError, ValueError):  # None yet, or one refused at the start.
         on_disk = None
-      others, found = {}, []
+      others = {}
       if on_disk is not None:
-        others, kept = _other_cells(on_disk, self.config)
+        on_disk_others, kept = _other_cells(on_disk, self.config)
         if kept:
-          found = list(on_disk["cells"])
-        else:
-          others = {}
-      self.order += [cell for cell in dict.fromkeys(
-          found + list(self.config.cells)) if cell not in self.order]
+          others = on_disk_others
+          self.order.update(dict.fromkeys(on_disk["cells"]))
+      self.order.update(dict.fromkeys(self.config.cells))
       _merge_in_order(self.content["cells"], others, self.order)
       io.write_json(self.json_path, self.content)
       if summaries:
